@@ -1,0 +1,169 @@
+"""The `ragledger` command."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from ragledger.core.logging import configure_logging
+from ragledger.core.runtime import Database, open_database
+from ragledger.core.settings import Settings, get_settings
+
+app = typer.Typer(help="ragledger: event-sourced, audit-first RAG platform.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+ledger_app = typer.Typer(help="The event ledger.", no_args_is_help=True)
+projections_app = typer.Typer(help="Projections and reactors.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(projections_app, name="projections")
+
+
+def _settings() -> Settings:
+    settings = get_settings()
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    return settings
+
+
+def _with_database[T](
+    work: Callable[[Database], Awaitable[T]], *, migrate: bool | None = None
+) -> T:
+    settings = _settings()
+
+    async def main() -> T:
+        database = await open_database(settings, migrate=migrate)
+        try:
+            return await work(database)
+        finally:
+            await database.dispose()
+
+    return asyncio.run(main())
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default: HOST setting).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: PORT setting).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
+    runner: Annotated[
+        bool, typer.Option("--runner/--no-runner", help="Run subscribers in the API process.")
+    ] = True,
+) -> None:
+    """Serve the HTTP API (and, unless --no-runner, the subscriber runner)."""
+    settings = _settings()
+    # Migrate (or refuse) once here, before any worker starts.
+    _with_database(lambda _db: asyncio.sleep(0))
+    os.environ["RUN_SUBSCRIBERS"] = "true" if runner else "false"
+    get_settings.cache_clear()
+    uvicorn.run(
+        "ragledger.api.app:create_default_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        log_config=None,
+        proxy_headers=False,
+        timeout_graceful_shutdown=30,
+    )
+
+
+@app.command("runner")
+def run_runner() -> None:
+    """Run only the subscriber runner (production: beside `serve --no-runner`)."""
+    from ragledger.api.app import runner_config
+    from ragledger.projections.registry import all_subscribers
+    from ragledger.projections.runner import SubscriberRunner
+
+    settings = _settings()
+
+    async def work(database: Database) -> None:
+        runner = SubscriberRunner(database.engine, all_subscribers(), runner_config(settings))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, runner.stop)
+        await runner.run()
+
+    _with_database(work)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every pending migration."""
+    _with_database(lambda _db: asyncio.sleep(0), migrate=True)
+    typer.echo("database is at the latest schema")
+
+
+@ledger_app.command("verify")
+def ledger_verify() -> None:
+    """Recompute the hash chain from genesis; exit 1 naming the first broken position."""
+    from ragledger.services.ledger_verification import verify_chain
+
+    async def work(database: Database):  # noqa: ANN202
+        async with database.sessionmaker() as session:
+            return await verify_chain(session)
+
+    result = _with_database(work)
+    if result.valid:
+        typer.echo(
+            f"ledger intact: {result.checked} events, head {result.head_position} "
+            f"{result.head_hash.hex()}"
+        )
+        return
+    typer.echo(
+        f"ledger BROKEN at position {result.first_invalid_position}: {result.reason} "
+        f"({result.checked} events verified before it)",
+        err=True,
+    )
+    raise typer.Exit(code=1)
+
+
+@projections_app.command("status")
+def projections_status() -> None:
+    """Show each subscriber's checkpoint, lag and last error."""
+    from ragledger.projections.registry import all_subscribers
+    from ragledger.projections.runner import subscriber_statuses
+
+    async def work(database: Database):  # noqa: ANN202
+        async with database.sessionmaker() as session:
+            return await subscriber_statuses(session, all_subscribers())
+
+    for status in _with_database(work):
+        line = f"{status.name:<20} {status.kind:<10} position={status.position} lag={status.lag}"
+        if status.last_error:
+            line += f" FAILING at {status.failing_position}: {status.last_error}"
+        typer.echo(line)
+
+
+@projections_app.command("rebuild")
+def projections_rebuild(name: Annotated[str, typer.Argument(help="Projection name.")]) -> None:
+    """Empty a projection and replay the ledger into it from position 0."""
+    from ragledger.projections.registry import all_subscribers
+    from ragledger.projections.runner import reset_projection, run_until_caught_up
+    from ragledger.projections.subscriber import Projection
+
+    subscribers = {s.name: s for s in all_subscribers()}
+    subscriber = subscribers.get(name)
+    if subscriber is None:
+        typer.echo(
+            f"unknown subscriber {name!r}; known: {', '.join(sorted(subscribers))}", err=True
+        )
+        raise typer.Exit(code=2)
+    if not isinstance(subscriber, Projection):
+        typer.echo(
+            f"{name} is a reactor: reactors cause side effects and are never rerun", err=True
+        )
+        raise typer.Exit(code=2)
+
+    async def work(database: Database) -> bool:
+        await reset_projection(database.engine, subscriber)
+        return await run_until_caught_up(database.engine, subscriber)
+
+    if _with_database(work):
+        typer.echo(f"{name} rebuilt from the ledger")
+    else:
+        typer.echo(f"{name} reset; the active runner is replaying it from position 0")

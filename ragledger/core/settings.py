@@ -1,0 +1,108 @@
+"""Application settings, read from the environment (and a `.env` file) once per process."""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every tunable of the platform; env var names are the field names in upper case."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    data_dir: Path = Field(
+        default=Path(".ragledger"),
+        validation_alias=AliasChoices("RAGLEDGER_DATA_DIR", "data_dir"),
+        description="Where the embedded PostgreSQL, the secret key and caches live.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL with pgvector. Unset: start the embedded server in data_dir.",
+    )
+    database_app_role: str | None = Field(
+        default="ragledger_app",
+        description=(
+            "Role the application switches to on every connection (SET ROLE). It may only "
+            "INSERT and SELECT on the ledger. Empty: use the connecting user as it is "
+            "(when DATABASE_URL already logs in as the restricted role)."
+        ),
+    )
+    database_pool_size: int = Field(default=10, ge=1)
+    database_max_overflow: int = Field(default=10, ge=0)
+    auto_migrate: bool | None = Field(
+        default=None,
+        description=(
+            "Apply migrations at start-up. Unset: yes for the embedded server, no for "
+            "DATABASE_URL (production runs `ragledger db upgrade` as a deploy step)."
+        ),
+    )
+    redis_url: str | None = Field(default=None, description="Unset: in-process backends.")
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Signs tokens. Unset: generated once and kept in data_dir/secret_key.",
+    )
+
+    run_subscribers: bool = Field(
+        default=True,
+        description="Run the subscriber runner inside the API process (off with --no-runner).",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    environment: Literal["development", "production", "test"] = "development"
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="auto: readable on a terminal, JSON otherwise."
+    )
+    log_level: str = "INFO"
+
+    # Subscriber runner. 500 events per batch keeps a batch's transaction well under a
+    # second for the projections we have while amortising the checkpoint write.
+    runner_batch_size: int = Field(default=500, ge=1, le=10_000)
+    # NOTIFY wakes subscribers at once; polling only covers a lost notification.
+    runner_poll_interval_s: float = Field(default=1.0, gt=0)
+    runner_backoff_initial_s: float = Field(default=0.5, gt=0)
+    runner_backoff_max_s: float = Field(default=30.0, gt=0)
+    # A runner that does not hold a subscriber's lock retries this often, so a standby
+    # takes over within this many seconds after the active one dies.
+    runner_standby_retry_s: float = Field(default=2.0, gt=0)
+
+    @property
+    def uses_embedded_database(self) -> bool:
+        """True when no DATABASE_URL is configured and the embedded server is used."""
+        return not self.database_url
+
+    @property
+    def should_auto_migrate(self) -> bool:
+        """Whether start-up applies pending migrations."""
+        if self.auto_migrate is not None:
+            return self.auto_migrate
+        return self.uses_embedded_database
+
+    def resolved_secret_key(self) -> str:
+        """The configured secret key, or the one generated once and kept in the data dir."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        path = self.data_dir / "secret_key"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        # O_EXCL: when two processes race, the first write wins and both read it back.
+        try:
+            with path.open("x") as handle:
+                handle.write(key)
+            path.chmod(0o600)
+        except FileExistsError:
+            pass
+        return path.read_text().strip()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings."""
+    return Settings()

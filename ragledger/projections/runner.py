@@ -1,0 +1,361 @@
+"""The subscriber runner: one consumer per subscriber across all processes, exactly once.
+
+For each subscriber the runner holds a dedicated connection with a session-level
+advisory lock on the subscriber's name; whoever holds it consumes, other runners stand
+by and retry. Every batch runs on that same connection in one transaction: lock the
+checkpoint row, read events after it, let the subscriber apply them, move the
+checkpoint, commit. A crash anywhere before the commit applies nothing; the next
+consumer resumes from the checkpoint. LISTEN/NOTIFY wakes consumers at once; a poll
+interval covers a lost notification or a dropped listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+from sqlalchemy import select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+
+from ragledger.core.database import to_asyncpg_dsn
+from ragledger.events import store
+from ragledger.events.store import LOCK_NAMESPACE, NOTIFY_CHANNEL
+from ragledger.models.ledger import SubscriberCheckpoint
+from ragledger.projections.subscriber import HandlerError, Projection, Subscriber
+
+log = structlog.get_logger(__name__)
+
+
+def subscriber_lock_id(name: str) -> int:
+    """A stable 31-bit advisory lock id for a subscriber name (id 1 is the append lock)."""
+    return 2 + int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big") % (2**31 - 3)
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerConfig:
+    """Timing and batch size of the runner (see Settings for how they were chosen)."""
+
+    batch_size: int = 500
+    poll_interval_s: float = 1.0
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    standby_retry_s: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberStatus:
+    """Where one subscriber stands against the ledger head."""
+
+    name: str
+    kind: str
+    position: int
+    lag: int
+    failing_position: int | None
+    last_error: str | None
+    failures: int
+
+
+async def ensure_checkpoint(session: AsyncSession, name: str) -> None:
+    """Create the subscriber's checkpoint row at position 0 if it is missing."""
+    await session.execute(
+        insert(SubscriberCheckpoint)
+        .values(name=name, position=0, failures=0)
+        .on_conflict_do_nothing(index_elements=[SubscriberCheckpoint.name])
+    )
+
+
+async def process_batch(session: AsyncSession, subscriber: Subscriber, *, batch_size: int) -> int:
+    """Apply the next batch inside the session's open transaction; return events seen.
+
+    The caller owns the transaction and the subscriber's advisory lock. The checkpoint
+    row is locked too, so a rebuild resetting it waits for the batch in flight.
+    """
+    await ensure_checkpoint(session, subscriber.name)
+    position = await session.scalar(
+        select(SubscriberCheckpoint.position)
+        .where(SubscriberCheckpoint.name == subscriber.name)
+        .with_for_update()
+    )
+    assert position is not None
+    # Head first, then events up to it: everything at or below a seen head is committed,
+    # so a filtered read that finds fewer than a batch can safely skip to the head.
+    ledger_head = (await store.head(session)).position
+    if ledger_head <= position:
+        return 0
+    events = await store.read_all(
+        session,
+        after=position,
+        up_to=ledger_head,
+        limit=batch_size,
+        event_types=subscriber.event_types,
+    )
+    if events:
+        await subscriber.handle_batch(session, events)
+    new_position = events[-1].position if len(events) == batch_size else ledger_head
+    await session.execute(
+        update(SubscriberCheckpoint)
+        .where(SubscriberCheckpoint.name == subscriber.name)
+        .values(
+            position=new_position,
+            updated_at=text("now()"),
+            last_error=None,
+            failing_position=None,
+            failures=0,
+        )
+    )
+    return new_position - position
+
+
+async def _record_failure(
+    engine: AsyncEngine, subscriber: Subscriber, position: int | None, error: str
+) -> None:
+    async with AsyncSession(engine) as session, session.begin():
+        await ensure_checkpoint(session, subscriber.name)
+        await session.execute(
+            update(SubscriberCheckpoint)
+            .where(SubscriberCheckpoint.name == subscriber.name)
+            .values(
+                last_error=error[:2000],
+                failing_position=position,
+                failures=SubscriberCheckpoint.failures + 1,
+            )
+        )
+
+
+class SubscriberRunner:
+    """Drives a set of subscribers until stopped."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        subscribers: Sequence[Subscriber],
+        config: RunnerConfig | None = None,
+    ) -> None:
+        self.engine = engine
+        self.subscribers = list(subscribers)
+        self.config = config or RunnerConfig()
+        self._wake = {s.name: asyncio.Event() for s in self.subscribers}
+        self._stop = asyncio.Event()
+        self.active: set[str] = set()
+
+    def stop(self) -> None:
+        """Ask every loop to finish its batch and return."""
+        self._stop.set()
+        for wake in self._wake.values():
+            wake.set()
+
+    async def run(self, *, grace_s: float = 10.0) -> None:
+        """Run the listener and one loop per subscriber until stop() is called.
+
+        On stop, each loop finishes (commits or rolls back) the batch in flight; loops
+        still busy after `grace_s` are cancelled, which rolls their batch back.
+        """
+        listener = asyncio.create_task(self._listen(), name="runner-listener")
+        consumers = [
+            asyncio.create_task(self._consume(sub), name=f"runner-{sub.name}")
+            for sub in self.subscribers
+        ]
+        try:
+            await self._stop.wait()
+        finally:
+            self.stop()
+            listener.cancel()
+            _done, pending = await asyncio.wait(consumers, timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(listener, *consumers, return_exceptions=True)
+
+    def _wake_all(self, *_args: object) -> None:
+        for wake in self._wake.values():
+            wake.set()
+
+    async def _listen(self) -> None:
+        dsn = to_asyncpg_dsn(self.engine.url.render_as_string(hide_password=False))
+        delay = self.config.backoff_initial_s
+        while not self._stop.is_set():
+            connection: asyncpg.Connection | None = None
+            try:
+                connection = await asyncpg.connect(dsn)
+                await connection.add_listener(NOTIFY_CHANNEL, self._wake_all)
+                delay = self.config.backoff_initial_s
+                # Events appended while we were (re)connecting are found by the wake-up.
+                self._wake_all()
+                while not self._stop.is_set() and not connection.is_closed():
+                    await self._sleep(self.config.poll_interval_s)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("runner_listener_lost", error=str(exc), retry_in_s=delay)
+                await self._sleep(delay)
+                delay = min(delay * 2, self.config.backoff_max_s)
+            finally:
+                if connection is not None and not connection.is_closed():
+                    with contextlib.suppress(Exception):
+                        await connection.close()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+
+    async def _consume(self, subscriber: Subscriber) -> None:
+        lock_id = subscriber_lock_id(subscriber.name)
+        while not self._stop.is_set():
+            try:
+                async with self.engine.connect() as conn:
+                    got = await conn.scalar(
+                        text("SELECT pg_try_advisory_lock(:ns, :id)"),
+                        {"ns": LOCK_NAMESPACE, "id": lock_id},
+                    )
+                    await conn.commit()
+                    if not got:
+                        await self._sleep(self.config.standby_retry_s)
+                        continue
+                    self.active.add(subscriber.name)
+                    log.info("subscriber_active", subscriber=subscriber.name)
+                    try:
+                        await self._consume_locked(conn, subscriber)
+                    finally:
+                        self.active.discard(subscriber.name)
+                        with contextlib.suppress(Exception):
+                            await conn.execute(
+                                text("SELECT pg_advisory_unlock(:ns, :id)"),
+                                {"ns": LOCK_NAMESPACE, "id": lock_id},
+                            )
+                            await conn.commit()
+            except (OSError, asyncpg.PostgresError, ConnectionError) as exc:
+                log.warning(
+                    "subscriber_connection_lost", subscriber=subscriber.name, error=str(exc)
+                )
+                await self._sleep(self.config.backoff_initial_s)
+            except Exception as exc:
+                log.warning("subscriber_loop_error", subscriber=subscriber.name, error=repr(exc))
+                await self._sleep(self.config.backoff_initial_s)
+
+    async def _consume_locked(self, conn: AsyncConnection, subscriber: Subscriber) -> None:
+        delay = self.config.backoff_initial_s
+        wake = self._wake[subscriber.name]
+        while not self._stop.is_set():
+            wake.clear()
+            started = time.perf_counter()
+            try:
+                async with (
+                    AsyncSession(bind=conn, expire_on_commit=False) as session,
+                    session.begin(),
+                ):
+                    seen = await process_batch(
+                        session, subscriber, batch_size=self.config.batch_size
+                    )
+            except HandlerError as exc:
+                await self._failed(subscriber, exc.position, exc.cause, delay)
+                delay = min(delay * 2, self.config.backoff_max_s)
+                continue
+            except Exception as exc:
+                if conn.closed or conn.invalidated:
+                    raise
+                await self._failed(subscriber, None, exc, delay)
+                delay = min(delay * 2, self.config.backoff_max_s)
+                continue
+            delay = self.config.backoff_initial_s
+            if seen:
+                log.debug(
+                    "subscriber_batch",
+                    subscriber=subscriber.name,
+                    events=seen,
+                    ms=round((time.perf_counter() - started) * 1000, 2),
+                )
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=self.config.poll_interval_s)
+
+    async def _failed(
+        self, subscriber: Subscriber, position: int | None, cause: BaseException, delay: float
+    ) -> None:
+        log.error(
+            "subscriber_failed",
+            subscriber=subscriber.name,
+            position=position,
+            error=repr(cause),
+            retry_in_s=delay,
+        )
+        with contextlib.suppress(Exception):
+            await _record_failure(self.engine, subscriber, position, repr(cause))
+        await self._sleep(delay)
+
+
+async def run_until_caught_up(
+    engine: AsyncEngine, subscriber: Subscriber, *, batch_size: int = 500
+) -> bool:
+    """Consume up to the current head if no other process holds the subscriber.
+
+    Returns False, doing nothing, when another runner is the active consumer.
+    """
+    lock_id = subscriber_lock_id(subscriber.name)
+    async with engine.connect() as conn:
+        got = await conn.scalar(
+            text("SELECT pg_try_advisory_lock(:ns, :id)"), {"ns": LOCK_NAMESPACE, "id": lock_id}
+        )
+        await conn.commit()
+        if not got:
+            return False
+        try:
+            while True:
+                async with (
+                    AsyncSession(bind=conn, expire_on_commit=False) as session,
+                    session.begin(),
+                ):
+                    seen = await process_batch(session, subscriber, batch_size=batch_size)
+                if not seen:
+                    return True
+        finally:
+            await conn.execute(
+                text("SELECT pg_advisory_unlock(:ns, :id)"), {"ns": LOCK_NAMESPACE, "id": lock_id}
+            )
+            await conn.commit()
+
+
+async def reset_projection(engine: AsyncEngine, projection: Projection) -> None:
+    """Empty a projection and move its checkpoint to 0, in one transaction."""
+    async with AsyncSession(engine) as session, session.begin():
+        await ensure_checkpoint(session, projection.name)
+        await session.execute(
+            select(SubscriberCheckpoint.position)
+            .where(SubscriberCheckpoint.name == projection.name)
+            .with_for_update()
+        )
+        await projection.reset(session)
+        await session.execute(
+            update(SubscriberCheckpoint)
+            .where(SubscriberCheckpoint.name == projection.name)
+            .values(position=0, last_error=None, failing_position=None, failures=0)
+        )
+
+
+async def subscriber_statuses(
+    session: AsyncSession, subscribers: Sequence[Subscriber]
+) -> list[SubscriberStatus]:
+    """Checkpoint and lag of each subscriber (lag in events behind the head)."""
+    ledger_head = (await store.head(session)).position
+    rows = {
+        row.name: row for row in (await session.execute(select(SubscriberCheckpoint))).scalars()
+    }
+    statuses = []
+    for sub in subscribers:
+        row = rows.get(sub.name)
+        position = row.position if row else 0
+        statuses.append(
+            SubscriberStatus(
+                name=sub.name,
+                kind=sub.kind,
+                position=position,
+                lag=max(ledger_head - position, 0),
+                failing_position=row.failing_position if row else None,
+                last_error=row.last_error if row else None,
+                failures=row.failures if row else 0,
+            )
+        )
+    return statuses

@@ -1,0 +1,60 @@
+"""What the runner drives: projections (rebuildable read models) and reactors (side effects)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar, Literal
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ragledger.events.envelope import RecordedEvent
+
+
+class HandlerError(Exception):
+    """A subscriber failed on the event at `position`."""
+
+    def __init__(self, subscriber: str, position: int, cause: BaseException) -> None:
+        super().__init__(f"{subscriber} failed at position {position}: {cause!r}")
+        self.subscriber = subscriber
+        self.position = position
+        self.cause = cause
+
+
+class Subscriber:
+    """Consumes the ledger in order; its effects commit with its checkpoint.
+
+    Subclasses set `name`, optionally `event_types` (None: every event), and implement
+    `handle`, which runs inside the batch's transaction and must not commit.
+    """
+
+    name: ClassVar[str]
+    kind: ClassVar[Literal["projection", "reactor"]]
+    event_types: ClassVar[frozenset[str] | None] = None
+
+    async def handle_batch(self, session: AsyncSession, events: Sequence[RecordedEvent]) -> None:
+        """Apply a batch; the default calls `handle` per event and names the failing one."""
+        for recorded in events:
+            try:
+                await self.handle(session, recorded)
+            except Exception as exc:
+                raise HandlerError(self.name, recorded.position, exc) from exc
+
+    async def handle(self, session: AsyncSession, recorded: RecordedEvent) -> None:
+        """Apply one event."""
+        raise NotImplementedError
+
+
+class Projection(Subscriber):
+    """A read model: a pure function of the events, rebuildable from position 0."""
+
+    kind: ClassVar[Literal["projection", "reactor"]] = "projection"
+
+    async def reset(self, session: AsyncSession) -> None:
+        """Delete every row of the read model (before a rebuild)."""
+        raise NotImplementedError
+
+
+class Reactor(Subscriber):
+    """Causes side effects and appends new events; never rerun by a rebuild."""
+
+    kind: ClassVar[Literal["projection", "reactor"]] = "reactor"
