@@ -45,6 +45,10 @@ def _with_database[T](
     return asyncio.run(main())
 
 
+def _exit_on_sigterm(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default: HOST setting).")] = None,
@@ -59,6 +63,9 @@ def serve(
     # Migrate (or refuse) once here, before any worker starts.
     _with_database(lambda _db: asyncio.sleep(0))
     os.environ["RUN_SUBSCRIBERS"] = "true" if runner else "false"
+    # uvicorn restores this handler and re-raises the SIGTERM it handled; exiting through
+    # SystemExit (not the default kill) lets atexit stop the embedded PostgreSQL.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     get_settings.cache_clear()
     uvicorn.run(
         "ragledger.api.app:create_default_app",

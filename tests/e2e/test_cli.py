@@ -1,0 +1,119 @@
+"""The `ragledger` command as a user runs it: a real process, real exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from sqlalchemy import text
+
+from ragledger.events import store
+from ragledger.events.envelope import NewEvent
+
+RAGLEDGER = str(Path(sys.executable).parent / "ragledger")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    env.update({"LOG_FORMAT": "json", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}, **extra)
+    return env
+
+
+async def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run, [RAGLEDGER, *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+async def test_ledger_verify_exit_codes(db, database_url: str, tmp_path: Path) -> None:
+    env = _env(DATABASE_URL=database_url, RAGLEDGER_DATA_DIR=str(tmp_path))
+    async with db.sessionmaker() as session, session.begin():
+        for i in range(5):
+            await store.append(session, "s", [NewEvent("A", {"i": i})])
+    ok = await _run("ledger", "verify", env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert "ledger intact: 5 events, head 5" in ok.stdout
+
+    async with db.owner_engine.begin() as conn:
+        await conn.execute(text("SET LOCAL session_replication_role = replica"))
+        await conn.execute(text("""UPDATE events SET payload = '{"i": 7}' WHERE position = 3"""))
+    broken = await _run("ledger", "verify", env=env)
+    assert broken.returncode == 1
+    assert "ledger BROKEN at position 3" in broken.stderr
+
+
+async def test_projections_status_and_rebuild(db, database_url: str, tmp_path: Path) -> None:
+    env = _env(DATABASE_URL=database_url, RAGLEDGER_DATA_DIR=str(tmp_path))
+    async with db.sessionmaker() as session, session.begin():
+        await store.append(session, "document-1", [NewEvent("A", {}), NewEvent("B", {})])
+    status = await _run("projections", "status", env=env)
+    assert status.returncode == 0, status.stderr
+    assert "streams" in status.stdout
+    assert "lag=2" in status.stdout
+
+    rebuilt = await _run("projections", "rebuild", "streams", env=env)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "streams rebuilt from the ledger" in rebuilt.stdout
+    async with db.engine.connect() as conn:
+        assert await conn.scalar(text("SELECT version FROM stream_catalog")) == 2
+
+    unknown = await _run("projections", "rebuild", "nope", env=env)
+    assert unknown.returncode == 2
+    assert "unknown subscriber 'nope'" in unknown.stderr
+
+
+async def test_serve_refuses_a_database_that_is_behind(tmp_path: Path, pg_admin_url: str) -> None:
+    # The admin database `postgres` was never migrated.
+    env = _env(DATABASE_URL=pg_admin_url, RAGLEDGER_DATA_DIR=str(tmp_path))
+    result = await _run("serve", "--port", "1", env=env)
+    assert result.returncode != 0
+    assert "ragledger db upgrade" in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_quick_start_serves_on_the_embedded_database(tmp_path: Path) -> None:
+    """`ragledger serve` with no DATABASE_URL starts PostgreSQL itself and answers health."""
+    port = _free_port()
+    data_dir = tmp_path / "data"
+    proc = subprocess.Popen(  # noqa: ASYNC220
+        [RAGLEDGER, "serve", "--port", str(port)],
+        env=_env(RAGLEDGER_DATA_DIR=str(data_dir)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        body = None
+        deadline = time.monotonic() + 90
+        async with httpx.AsyncClient() as client:
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    response = await client.get(f"http://127.0.0.1:{port}/api/v1/health")
+                    body = response.json()
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.3)
+        assert body is not None, proc.stdout.read() if proc.poll() is not None else "no answer"
+        assert body["status"] == "ok"
+        assert body["ledger_head"] == 0
+        assert "streams" in body["subscribers"]
+        assert (data_dir / "postgres" / "PG_VERSION").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.to_thread(proc.communicate, timeout=60)
+    assert proc.returncode == 0, output
+    assert "app_stopped" in output
+    # The last process using the embedded server stopped it.
+    assert not (data_dir / "postgres" / "postmaster.pid").exists()
