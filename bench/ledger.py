@@ -8,6 +8,12 @@ transaction-per-batch pattern. A second baseline, the same plain table with the
 ledger's secondary indexes, separates the cost of the indexes from the cost of the
 lock, the head and version look-ups and the hashing.
 
+Sections: append throughput (batch 1/10/100, 1 and 8 writers, ledger vs both
+baselines); where an append's time goes (per-statement timings from SQLAlchemy's cursor
+events, and the lock hold time that bounds the ledger's rate); single-event appends to a
+long stream vs fresh streams; read_all paging vs a bare Core select of the same rows;
+and subscriber lag (commit to handler) under a steady 500 events/s.
+
     uv run python bench/ledger.py            # full run, a few minutes
     uv run python bench/ledger.py --quick    # short run, under a minute
 
@@ -85,6 +91,8 @@ LAG_EVENT_TYPE = "BenchLagProbe"
 BATCH_SIZES = (1, 10, 100)
 WRITER_COUNTS = (1, 8)
 READ_PAGE = 1000
+# (batch, writers) cells whose appends are broken down into phases.
+ANATOMY_CELLS = ((1, 1), (10, 1), (100, 1), (10, 8))
 
 # Targets from the issue.
 TARGET_BATCHED_RATIO = 0.5  # batched appends (batch >= 10) reach 50% of raw INSERT
@@ -214,16 +222,10 @@ async def _ledger_batch(
         return await store.append(session, stream_id, events, metadata=METADATA)
 
 
-async def _raw_batch(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    table: Table,
-    stream_id: str,
-    writer: int,
-    first_sequence: int,
-    batch: int,
-) -> None:
+def _raw_rows(stream_id: str, writer: int, first_sequence: int, batch: int) -> list[dict[str, Any]]:
+    """The baseline's rows: the ledger's columns and sizes, no hash computed."""
     recorded_at = datetime.now(UTC)
-    rows = [
+    return [
         {
             "event_id": uuid7(),
             "stream_id": stream_id,
@@ -238,6 +240,17 @@ async def _raw_batch(
         }
         for i in range(batch)
     ]
+
+
+async def _raw_batch(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    table: Table,
+    stream_id: str,
+    writer: int,
+    first_sequence: int,
+    batch: int,
+) -> None:
+    rows = _raw_rows(stream_id, writer, first_sequence, batch)
     async with sessionmaker() as session, session.begin():
         await session.execute(insert(table), rows)
 
@@ -358,12 +371,26 @@ class _StatementClock:
         self.engine = engine
         self.marks: dict[int, list[tuple[str, str, float]]] = {}
 
-    def _before(self, conn: Any, *_args: Any) -> None:
-        statement = _args[1]
+    def _before(
+        self,
+        conn: Any,
+        _cursor: Any,
+        statement: str,
+        _parameters: Any,
+        _context: Any,
+        _executemany: bool,
+    ) -> None:
         self.marks.setdefault(id(conn), []).append(("start", statement, time.perf_counter()))
 
-    def _after(self, conn: Any, *_args: Any) -> None:
-        statement = _args[1]
+    def _after(
+        self,
+        conn: Any,
+        _cursor: Any,
+        statement: str,
+        _parameters: Any,
+        _context: Any,
+        _executemany: bool,
+    ) -> None:
         self.marks.setdefault(id(conn), []).append(("end", statement, time.perf_counter()))
 
     def _commit(self, conn: Any) -> None:
@@ -403,71 +430,163 @@ async def append_anatomy(
     engine: AsyncEngine,
     sessionmaker: async_sessionmaker[AsyncSession],
     *,
+    kind: str,
     appends: int,
     batch: int,
     writers: int,
 ) -> dict[str, Any]:
-    """Mean time per phase of a ledger append, and the lock hold time, with `writers`.
+    """Where one append's (or one raw INSERT's) time goes, from SQLAlchemy's cursor events.
 
-    Phases come from SQLAlchemy's cursor events: `lock` is the advisory lock statement
-    (with several writers, mostly the wait; with one, it also carries the transaction's
-    BEGIN, which asyncpg sends before the first statement). `hold` runs from the lock's
-    grant to the commit's return: the critical section as the client sees it.
+    Phases, in order: `python_before_first_statement` (checkout with its pre-ping,
+    building the events, validation and JSON encoding before the lock); `first_statement`
+    (the advisory lock for the ledger, which also carries the BEGIN that asyncpg sends
+    before a transaction's first statement and, with several writers, the wait for the
+    lock; the INSERT for raw); then, up to the commit, the time in the remaining
+    statements (`db_after_first_ms`) and in Python between them (`python_after_first_ms`,
+    for the ledger: inside the lock); and the commit. For the ledger, `lock_hold_ms` runs
+    from the lock's grant to the commit's return: the critical section as the client
+    sees it, whose inverse bounds the ledger's append rate.
     """
     per_writer = max(1, appends // writers)
-    phases: dict[str, list[float]] = {}
+    per_statement: dict[str, list[float]] = {}
+    agg: dict[str, list[float]] = {
+        "python_before_first_statement": [],
+        "first_statement": [],
+        "db_after_first": [],
+        "python_after_first": [],
+        "commit": [],
+    }
     holds: list[float] = []
     totals: list[float] = []
     statements: list[int] = []
 
+    def account(marks: list[tuple[str, str, float]], began: float, done: float) -> None:
+        starts = [(label, t) for what, label, t in marks if what == "start"]
+        ends = [t for what, _label, t in marks if what == "end"]
+        statements.append(sum(1 for label, _t in starts if label != "COMMIT"))
+        cursor = began
+        first_end: float | None = None
+        db_after = 0.0
+        python_after = 0.0
+        for index, (statement, t_start) in enumerate(starts):
+            label = _label(statement)
+            t_end = done if label == "commit" else ends[index]
+            gap = (t_start - cursor) * 1000
+            spent = (t_end - t_start) * 1000
+            per_statement.setdefault(f"python before {label}", []).append(gap)
+            per_statement.setdefault(label, []).append(spent)
+            if index == 0:
+                agg["python_before_first_statement"].append(gap)
+                agg["first_statement"].append(spent)
+                first_end = t_end
+            else:
+                python_after += gap
+                if label == "commit":
+                    agg["commit"].append(spent)
+                else:
+                    db_after += spent
+            cursor = t_end
+        agg["db_after_first"].append(db_after)
+        agg["python_after_first"].append(python_after)
+        if kind == "ledger" and first_end is not None:
+            holds.append((done - first_end) * 1000)
+
     with _StatementClock(engine) as clock:
 
         async def writer_loop(writer: int) -> None:
-            stream_id = f"bench-anatomy-w{writers}-{writer}"
+            stream_id = f"bench-anatomy-{kind}-b{batch}-w{writers}-{writer}"
             for n in range(per_writer):
-                events = [
-                    NewEvent(EVENT_TYPE, make_payload(writer, n * batch + i)) for i in range(batch)
-                ]
+                sequence = n * batch
                 began = time.perf_counter()
                 async with sessionmaker() as session:
                     async with session.begin():
                         conn = await session.connection()
                         key = id(conn.sync_connection)
                         clock.marks.pop(key, None)
-                        await store.append(session, stream_id, events, metadata=METADATA)
+                        if kind == "ledger":
+                            events = [
+                                NewEvent(EVENT_TYPE, make_payload(writer, sequence + i))
+                                for i in range(batch)
+                            ]
+                            await store.append(session, stream_id, events, metadata=METADATA)
+                        else:
+                            rows = _raw_rows(stream_id, writer, sequence, batch)
+                            await session.execute(insert(RAW_TABLE), rows)
                     done = time.perf_counter()
                     marks = clock.marks.pop(key, [])
                 totals.append((done - began) * 1000)
-                starts = [(s, t) for kind, s, t in marks if kind == "start"]
-                ends = [(s, t) for kind, s, t in marks if kind == "end"]
-                statements.append(len(starts))
-                lock_granted: float | None = None
-                cursor = began
-                for (statement, t_start), end in zip(starts, [*ends, (None, done)], strict=False):
-                    label = _label(statement)
-                    t_end = end[1] if label != "commit" else done
-                    phases.setdefault(f"python before {label}", []).append(
-                        (t_start - cursor) * 1000
-                    )
-                    phases.setdefault(label, []).append((t_end - t_start) * 1000)
-                    if label == "lock":
-                        lock_granted = t_end
-                    cursor = t_end
-                if lock_granted is not None:
-                    holds.append((done - lock_granted) * 1000)
+                account(marks, began, done)
 
         await asyncio.gather(*(writer_loop(w) for w in range(writers)))
 
+    mean_hold = float(np.mean(holds)) if holds else None
     return {
+        "kind": kind,
         "batch": batch,
         "writers": writers,
         "appends": len(totals),
-        "statements_per_append": round(float(np.mean(statements)), 2),
-        "mean_ms": {name: round(float(np.mean(v)), 3) for name, v in phases.items()},
-        "append_total_ms": percentiles(totals),
-        "lock_hold_ms": percentiles(holds),
-        "lock_bound_events_per_s": round(batch * 1000 / float(np.mean(holds)), 1)
-        if holds
+        "statements_per_transaction": round(float(np.mean(statements)), 2),
+        "phases_mean_ms": {name: round(float(np.mean(v)), 3) for name, v in agg.items()},
+        "per_statement_mean_ms": {
+            name: round(float(np.mean(v)), 3) for name, v in per_statement.items()
+        },
+        "total_mean_ms": round(float(np.mean(totals)), 3),
+        "total_ms": percentiles(totals),
+        "lock_hold_ms": percentiles(holds) if holds else None,
+        "lock_bound_events_per_s": round(batch * 1000 / mean_hold, 1) if mean_hold else None,
+    }
+
+
+# --- Appends to a long stream ---------------------------------------------------------------
+
+
+async def long_stream_appends(
+    sessionmaker: async_sessionmaker[AsyncSession], *, length: int, appends: int
+) -> dict[str, Any]:
+    """Single-event append latency to a stream holding `length` events vs to fresh streams.
+
+    The two kinds of append alternate, so drift hits both alike. A ratio near 1 means the
+    cost of an append does not depend on the length of its stream.
+    """
+    stream_id = "bench-long-stream"
+    chunk = 1000
+    built = 0
+    while built < length:
+        size = min(chunk, length - built)
+        async with sessionmaker() as session, session.begin():
+            await store.append(
+                session,
+                stream_id,
+                [NewEvent(EVENT_TYPE, make_payload(0, built + i)) for i in range(size)],
+                metadata=METADATA,
+            )
+        built += size
+
+    async def one(target: str, sequence: int) -> float:
+        began = time.perf_counter()
+        async with sessionmaker() as session, session.begin():
+            await store.append(
+                session,
+                target,
+                [NewEvent(EVENT_TYPE, make_payload(1, sequence))],
+                metadata=METADATA,
+            )
+        return (time.perf_counter() - began) * 1000
+
+    long_ms: list[float] = []
+    fresh_ms: list[float] = []
+    for n in range(appends):
+        long_ms.append(await one(stream_id, n))
+        fresh_ms.append(await one(f"bench-fresh-stream-{n}", n))
+    long_p = percentiles(long_ms)
+    fresh_p = percentiles(fresh_ms)
+    return {
+        "stream_length": length,
+        "appends_each": appends,
+        "long_stream_append_ms": long_p,
+        "fresh_stream_append_ms": fresh_p,
+        "ratio_long_to_fresh_p50": round(long_p["p50"] / fresh_p["p50"], 2)
+        if long_p["p50"] and fresh_p["p50"]
         else None,
     }
 
@@ -725,13 +844,29 @@ class Params:
     measure_s: float
     lag_duration_s: float
     anatomy_appends: int
+    long_stream_length: int
+    long_stream_appends: int
 
 
 FULL = Params(
-    mode="full", rounds=2, warmup_s=0.5, measure_s=3.0, lag_duration_s=10.0, anatomy_appends=400
+    mode="full",
+    rounds=2,
+    warmup_s=0.5,
+    measure_s=3.0,
+    lag_duration_s=10.0,
+    anatomy_appends=400,
+    long_stream_length=50_000,
+    long_stream_appends=200,
 )
 QUICK = Params(
-    mode="quick", rounds=1, warmup_s=0.25, measure_s=1.0, lag_duration_s=3.0, anatomy_appends=80
+    mode="quick",
+    rounds=1,
+    warmup_s=0.25,
+    measure_s=1.0,
+    lag_duration_s=3.0,
+    anatomy_appends=80,
+    long_stream_length=10_000,
+    long_stream_appends=50,
 )
 
 
@@ -766,10 +901,23 @@ async def run_benchmark(admin_url: str, params: Params) -> dict[str, Any]:
         print("append anatomy ...", flush=True)
         anatomy = [
             await append_anatomy(
-                app, sessionmaker, appends=params.anatomy_appends, batch=10, writers=writers
+                app,
+                sessionmaker,
+                kind=kind,
+                appends=params.anatomy_appends,
+                batch=batch,
+                writers=writers,
             )
-            for writers in WRITER_COUNTS
+            for batch, writers in ANATOMY_CELLS
+            for kind in ("ledger", "raw")
         ]
+
+        print("appends to a long stream ...", flush=True)
+        long_stream = await long_stream_appends(
+            sessionmaker,
+            length=params.long_stream_length,
+            appends=params.long_stream_appends,
+        )
 
         print("read throughput ...", flush=True)
         reads = await read_throughput(sessionmaker)
@@ -821,6 +969,7 @@ async def run_benchmark(admin_url: str, params: Params) -> dict[str, Any]:
         },
         "append_throughput": cells,
         "append_anatomy": anatomy,
+        "long_stream_appends": long_stream,
         "read_throughput": reads,
         "subscriber_lag": lag,
         "rows_at_end": {"events": ledger_events, "bench_raw_events": raw_events},
@@ -881,16 +1030,37 @@ def render(results: dict[str, Any]) -> str:
         f"{'met' if results['targets']['batched_append_met'] else 'MISSED'}"
     )
     lines.append("")
-    lines.append("append anatomy, batch 10, mean ms per phase (from SQLAlchemy cursor events)")
+    lines.append(
+        "where an append's time goes, mean ms per transaction (SQLAlchemy cursor events; "
+        "ledger: 1st stmt = BEGIN + lock wait, 'after' = inside the lock)"
+    )
+    head = (
+        f"{'kind':>7} {'batch':>5} {'writers':>7} {'stmts':>5} {'py before':>9} "
+        f"{'1st stmt':>8} {'db after':>8} {'py after':>8} {'commit':>7} {'total':>7} "
+        f"{'hold p50':>8} {'lock-bound/s':>12}"
+    )
+    lines.append(head)
+    lines.append("-" * len(head))
     for anatomy in results["append_anatomy"]:
-        phases = ", ".join(f"{k} {v:.2f}" for k, v in anatomy["mean_ms"].items())
+        ph = anatomy["phases_mean_ms"]
+        hold = anatomy["lock_hold_ms"]
         lines.append(
-            f"  writers {anatomy['writers']}: {anatomy['statements_per_append']:.0f} statements; "
-            f"lock hold p50 {_fmt(anatomy['lock_hold_ms']['p50'], '.2f')} "
-            f"p95 {_fmt(anatomy['lock_hold_ms']['p95'], '.2f')} ms -> lock-bound "
-            f"{_fmt(anatomy['lock_bound_events_per_s'], '.0f')} events/s"
+            f"{anatomy['kind']:>7} {anatomy['batch']:>5} {anatomy['writers']:>7} "
+            f"{anatomy['statements_per_transaction']:>5.0f} "
+            f"{ph['python_before_first_statement']:>9.2f} {ph['first_statement']:>8.2f} "
+            f"{ph['db_after_first']:>8.2f} {ph['python_after_first']:>8.2f} "
+            f"{ph['commit']:>7.2f} {anatomy['total_mean_ms']:>7.2f} "
+            f"{_fmt(hold['p50'] if hold else None, '.2f'):>8} "
+            f"{_fmt(anatomy['lock_bound_events_per_s'], '.0f'):>12}"
         )
-        lines.append(f"    {phases}")
+    lines.append("")
+    longs = results["long_stream_appends"]
+    lines.append(
+        f"single-event append to a stream of {longs['stream_length']} events: p50 "
+        f"{_fmt(longs['long_stream_append_ms']['p50'], '.2f')} ms vs "
+        f"{_fmt(longs['fresh_stream_append_ms']['p50'], '.2f')} ms to a fresh stream "
+        f"(x{_fmt(longs['ratio_long_to_fresh_p50'], '.2f')})"
+    )
     lines.append("")
     reads = results["read_throughput"]
     lines.append(

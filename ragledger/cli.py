@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 import uvicorn
@@ -14,14 +16,17 @@ import uvicorn
 from ragledger.core.logging import configure_logging
 from ragledger.core.runtime import Database, open_database
 from ragledger.core.settings import Settings, get_settings
+from ragledger.events.envelope import EventMetadata
 
 app = typer.Typer(help="ragledger: event-sourced, audit-first RAG platform.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The event ledger.", no_args_is_help=True)
 projections_app = typer.Typer(help="Projections and reactors.", no_args_is_help=True)
+users_app = typer.Typer(help="Accounts (the way the first admin is made).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(projections_app, name="projections")
+app.add_typer(users_app, name="users")
 
 
 def _settings() -> Settings:
@@ -174,3 +179,98 @@ def projections_rebuild(name: Annotated[str, typer.Argument(help="Projection nam
         typer.echo(f"{name} rebuilt from the ledger")
     else:
         typer.echo(f"{name} reset; the active runner is replaying it from position 0")
+
+
+def _cli_metadata() -> EventMetadata:
+    return EventMetadata(
+        actor_id=f"cli:{getpass.getuser()}", actor_role="operator", user_agent="ragledger-cli"
+    )
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(message, err=True)
+    raise typer.Exit(code=code)
+
+
+@users_app.command("create")
+def users_create(
+    email: Annotated[str, typer.Argument(help="The account's email address.")],
+    role: Annotated[str, typer.Option(help="employee, auditor or admin.")] = "employee",
+    group: Annotated[list[str] | None, typer.Option(help="A group; repeat for several.")] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+) -> None:
+    """Create an account (prompts for the password unless --password-stdin)."""
+    from ragledger.services import users as users_service
+    from ragledger.services.errors import DomainError
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    settings = _settings()
+
+    async def work(database: Database) -> users_service.UserView:
+        async with database.sessionmaker() as session, session.begin():
+            return await users_service.create_user(
+                session,
+                email=email,
+                password=password,
+                role=role,
+                groups=group or [],
+                password_min_length=settings.password_min_length,
+                actor_id=None,
+                via="cli",
+                metadata=_cli_metadata(),
+            )
+
+    try:
+        view = _with_database(work)
+    except DomainError as exc:
+        _fail(f"error: {exc.detail}")
+    typer.echo(f"created {view.email} ({view.role}) id={view.id} groups={','.join(view.groups)}")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List every account."""
+    from sqlalchemy import select
+
+    from ragledger.models.users import User
+
+    async def work(database: Database) -> list[User]:
+        async with database.sessionmaker() as session:
+            return list((await session.scalars(select(User).order_by(User.created_at))).all())
+
+    for user in _with_database(work):
+        state = "active" if user.is_active else "deactivated"
+        groups = ",".join(user.groups or []) or "-"
+        typer.echo(f"{user.email:<40} {user.role:<9} {state:<12} {groups}")
+
+
+@users_app.command("set-role")
+def users_set_role(
+    email: Annotated[str, typer.Argument(help="The account's email address.")],
+    role: Annotated[str, typer.Argument(help="employee, auditor or admin.")],
+) -> None:
+    """Change an account's role."""
+    from ragledger.services import users as users_service
+    from ragledger.services.errors import DomainError
+
+    async def work(database: Database) -> users_service.UserView | None:
+        async with database.sessionmaker() as session, session.begin():
+            user = await users_service.get_by_email(session, email)
+            if user is None:
+                return None
+            return await users_service.update_user(
+                session, user_id=user.id, role=role, actor_id=None, metadata=_cli_metadata()
+            )
+
+    try:
+        view = _with_database(work)
+    except DomainError as exc:
+        _fail(f"error: {exc.detail}")
+    if view is None:
+        _fail(f"error: no user with email {email}")
+    typer.echo(f"{view.email} is now {view.role}")

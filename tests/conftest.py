@@ -91,6 +91,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         database_url=database_url,
         data_dir=tmp_path / "data",
         redis_url=os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"),
+        redis_key_prefix=f"ragledger-test:{uuid.uuid4().hex[:8]}:",
         environment="test",
         runner_poll_interval_s=0.2,
         runner_backoff_initial_s=0.05,

@@ -7,16 +7,35 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import structlog
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI, Request
+from fastapi_pagination import add_pagination
 
+from ragledger.api.auth import build_fastapi_users
+from ragledger.api.body_limit import BodyLimitMiddleware
+from ragledger.api.client_address import TrustedProxies
+from ragledger.api.errors import install_error_handlers
 from ragledger.api.middleware import RequestContextMiddleware
-from ragledger.api.routes import health
+from ragledger.api.rate_limits import (
+    RateLimitExceededError,
+    RateLimits,
+    RateScope,
+    rate_limit_exceeded_handler,
+)
+from ragledger.api.request_context import event_metadata
+from ragledger.api.routes import admin_users, auth, health, users
+from ragledger.api.security_headers import SecurityHeadersMiddleware, add_cors, docs_paths_of
 from ragledger.core.embedded_postgres import release_embedded_postgres
 from ragledger.core.logging import configure_logging
 from ragledger.core.runtime import open_database
 from ragledger.core.settings import Settings, get_settings
+from ragledger.events.access import RateLimitExceeded
 from ragledger.projections.registry import all_subscribers
 from ragledger.projections.runner import RunnerConfig, SubscriberRunner
+from ragledger.schemas.users import FastAPIUsersCreate, FastAPIUsersRead
+from ragledger.services.mail import Mailer
+from ragledger.services.security_events import record_security_event
+from ragledger.services.token_revocation import create_token_revocations
+from ragledger.services.tokens import TokenService
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +62,18 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
         database = await open_database(settings)
         app.state.settings = settings
         app.state.database = database
+        app.state.mailer = Mailer(settings)
+        app.state.tokens = TokenService(
+            secret=settings.resolved_secret_key(),
+            lifetime_s=settings.access_token_lifetime_s,
+            revocations=create_token_revocations(
+                settings.redis_url, prefix=settings.redis_key_prefix
+            ),
+        )
+        limits = RateLimits.from_settings(settings, key_prefix=f"{settings.redis_key_prefix}rl")
+        await limits.prepare()
+        limits.on_exceeded = record_rate_limit_exceeded
+        app.state.rate_limits = limits
         runner: SubscriberRunner | None = None
         runner_task: asyncio.Task[None] | None = None
         if run_subscribers:
@@ -55,6 +86,8 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
             if runner is not None and runner_task is not None:
                 runner.stop()
                 await runner_task
+            await limits.aclose()
+            await app.state.tokens.revocations.aclose()
             await database.dispose()
             if settings.uses_embedded_database:
                 await asyncio.to_thread(release_embedded_postgres)
@@ -67,9 +100,63 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
         lifespan=lifespan,
     )
     app.state.settings = settings
+    proxies = TrustedProxies.parse(settings.trusted_proxies)
+    app.state.trusted_proxies = proxies
+    install_error_handlers(app)
+    app.add_exception_handler(RateLimitExceededError, rate_limit_exceeded_handler)
+
+    api = APIRouter(prefix="/api/v1")
+    api.include_router(health.router)
+    api.include_router(auth.router)
+    fastapi_users = build_fastapi_users(
+        settings.resolved_secret_key(), settings.access_token_lifetime_s
+    )
+    api.include_router(fastapi_users.get_reset_password_router(), prefix="/auth", tags=["auth"])
+    api.include_router(
+        fastapi_users.get_verify_router(FastAPIUsersRead), prefix="/auth", tags=["auth"]
+    )
+    if settings.allow_registration:
+        api.include_router(
+            fastapi_users.get_register_router(FastAPIUsersRead, FastAPIUsersCreate),
+            prefix="/auth",
+            tags=["auth"],
+        )
+    api.include_router(users.router)
+    api.include_router(admin_users.router)
+    app.include_router(api)
+    add_pagination(app)
+
+    # Outermost last: CORS wraps everything so that 413 and 429 still carry its headers.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_json_bytes=settings.max_json_body_bytes,
+        path_limits={"/api/v1/documents": settings.max_upload_bytes},
+    )
+    app.add_middleware(
+        SecurityHeadersMiddleware, docs_paths=docs_paths_of(app), trusted_proxies=proxies
+    )
     app.add_middleware(RequestContextMiddleware)
-    app.include_router(health.router, prefix="/api/v1")
+    add_cors(app, settings.cors_origins)
     return app
+
+
+async def record_rate_limit_exceeded(
+    request: Request, scope: str, identity: str, retry_after_s: int
+) -> None:
+    """Record a refusal in the ledger, in a transaction of its own."""
+    user = getattr(request.state, "user", None)
+    await record_security_event(
+        request.app.state.database.sessionmaker,
+        RateLimitExceeded(
+            scope=scope,
+            method=request.method,
+            path=request.url.path,
+            retry_after_s=retry_after_s,
+            user_id=user.id if user is not None else None,
+            email=identity if scope == RateScope.LOGIN_ACCOUNT else None,
+        ),
+        event_metadata(request),
+    )
 
 
 def create_default_app() -> FastAPI:

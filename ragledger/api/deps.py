@@ -1,16 +1,25 @@
-"""Dependencies of the routes, as Annotated aliases."""
+"""Dependencies of the routes, as Annotated aliases.
+
+Every route states who may call it by taking one of `CurrentUser`, `EmployeeUser`,
+`AuditorUser` or `AdminUser`; a test walks the OpenAPI schema to check that none but
+the public ones can be reached anonymously.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ragledger.core.database import session_scope
 from ragledger.core.runtime import Database
 from ragledger.core.settings import Settings
+from ragledger.models.users import Role, User
+from ragledger.services.errors import AuthenticationError, PermissionDeniedError
+from ragledger.services.tokens import TokenClaims, TokenService
 
 
 def get_database(request: Request) -> Database:
@@ -21,6 +30,11 @@ def get_database(request: Request) -> Database:
 def get_settings_dep(request: Request) -> Settings:
     """The settings the app was built with."""
     return request.app.state.settings
+
+
+def get_token_service(request: Request) -> TokenService:
+    """Issues and checks access tokens."""
+    return request.app.state.tokens
 
 
 async def get_session(
@@ -34,3 +48,58 @@ async def get_session(
 DatabaseDep = Annotated[Database, Depends(get_database)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+TokensDep = Annotated[TokenService, Depends(get_token_service)]
+
+bearer_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/jwt/login", auto_error=False)
+
+
+async def current_claims(
+    request: Request,
+    tokens: TokensDep,
+    token: Annotated[str | None, Depends(bearer_scheme)],
+) -> TokenClaims:
+    """The valid, unrevoked token of the request; 401 otherwise."""
+    if not token:
+        raise AuthenticationError("not authenticated", reason="no_token")
+    claims = await tokens.inspect(token)
+    request.state.token_claims = claims
+    return claims
+
+
+async def current_user(
+    request: Request,
+    session: SessionDep,
+    claims: Annotated[TokenClaims, Depends(current_claims)],
+) -> User:
+    """The active user the token belongs to; 401 for unknown or deactivated accounts."""
+    user = await session.get(User, claims.user_id)
+    if user is None:
+        raise AuthenticationError("invalid token", reason="unknown_user", user_id=claims.user_id)
+    if not user.is_active:
+        raise AuthenticationError("account is deactivated", reason="deactivated", user_id=user.id)
+    request.state.user = user
+    return user
+
+
+def require_roles(*roles: Role) -> Callable[..., Coroutine[Any, Any, User]]:
+    """A dependency admitting active users with one of `roles`; 403 otherwise."""
+    allowed = frozenset(r.value for r in roles)
+
+    async def dependency(user: Annotated[User, Depends(current_user)]) -> User:
+        if user.role not in allowed:
+            raise PermissionDeniedError(
+                "your role does not allow this",
+                reason="role",
+                user_id=user.id,
+                required_roles=tuple(sorted(allowed)),
+            )
+        return user
+
+    dependency.__name__ = f"require_{'_or_'.join(sorted(allowed))}"
+    return dependency
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+EmployeeUser = Annotated[User, Depends(require_roles(Role.EMPLOYEE, Role.AUDITOR, Role.ADMIN))]
+AuditorUser = Annotated[User, Depends(require_roles(Role.AUDITOR, Role.ADMIN))]
+AdminUser = Annotated[User, Depends(require_roles(Role.ADMIN))]

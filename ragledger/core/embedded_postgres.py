@@ -7,6 +7,7 @@ one server, and the server stops when the last of them exits.
 
 from __future__ import annotations
 
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def _ensure_database(server: object, database: str) -> None:
     if "(1 row)" not in exists:
         try:
             server.psql(f'CREATE DATABASE "{database}";')  # type: ignore[attr-defined]
-        except Exception:
+        except subprocess.CalledProcessError:
             # Another process created it between our check and our CREATE.
             log.info("embedded_database_create_raced", database=database)
 

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
         ),
     )
     redis_url: str | None = Field(default=None, description="Unset: in-process backends.")
+    redis_key_prefix: str = Field(
+        default="ragledger:",
+        description="Namespace of every Redis key, so that several deployments can share one.",
+    )
     secret_key: SecretStr | None = Field(
         default=None,
         description="Signs tokens. Unset: generated once and kept in data_dir/secret_key.",
@@ -52,6 +56,51 @@ class Settings(BaseSettings):
         default=True,
         description="Run the subscriber runner inside the API process (off with --no-runner).",
     )
+    # Identity and access.
+    allow_registration: bool = Field(
+        default=False, description="Self-registration; off: admins create accounts."
+    )
+    access_token_lifetime_s: int = Field(
+        default=3600,
+        ge=60,
+        description="JWT lifetime. Short, since a stolen token works until logout or expiry.",
+    )
+    password_min_length: int = Field(default=12, ge=8)
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Peers (IPs or CIDRs) whose X-Forwarded-For is believed. Empty: the TCP peer "
+            "is the client, whatever the header says."
+        ),
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins allowed by CORS, with credentials. Never '*'.",
+    )
+    max_upload_bytes: int = Field(
+        default=50 * 1024 * 1024, ge=1024, description="Larger uploads get 413."
+    )
+    max_json_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Larger JSON request bodies get 413."
+    )
+    # Rate limits, "N/period" with period second, minute, hour or day. Login limits are
+    # tight enough to stop online guessing (10 tries per account per 15 minutes is what
+    # OWASP's authentication cheat sheet suggests as an order of magnitude) and loose
+    # enough for a person who mistypes.
+    rate_limit_login_per_account: str = "10/15minute"
+    rate_limit_login_per_address: str = "30/15minute"
+    rate_limit_upload_per_user: str = "60/hour"
+    rate_limit_questions_per_user: str = "30/minute"
+
+    # Mail. No SMTP host: mail is written to the log and recorded, never dropped.
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    mail_from: str = "ragledger@localhost"
+    public_base_url: str = "http://127.0.0.1:8000"
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     environment: Literal["development", "production", "test"] = "development"

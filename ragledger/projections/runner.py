@@ -232,7 +232,7 @@ class SubscriberRunner:
                     "subscriber_connection_lost", subscriber=subscriber.name, error=str(exc)
                 )
                 await self._sleep(self.config.backoff_initial_s)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001  (a DBAPI error wrapping a lost connection)
                 log.warning("subscriber_loop_error", subscriber=subscriber.name, error=repr(exc))
                 await self._sleep(self.config.backoff_initial_s)
 

@@ -1,0 +1,115 @@
+"""Account management for admins: list, create, change role and groups, deactivate."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Query, Request, status
+from fastapi_pagination import Page
+from fastapi_pagination.ext.sqlalchemy import apaginate
+from sqlalchemy import func, select
+
+from ragledger.api.deps import AdminUser, SessionDep, SettingsDep
+from ragledger.api.request_context import event_metadata
+from ragledger.models.users import Role, User
+from ragledger.schemas.users import GroupPublic, UserCreate, UserPublic, UserUpdate
+from ragledger.services import users as users_service
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+@router.get("/users", response_model=Page[UserPublic])
+async def list_users(
+    session: SessionDep,
+    _admin: AdminUser,
+    role: Role | None = None,
+    group: str | None = Query(default=None, max_length=64),
+    active: bool | None = None,
+    email: str | None = Query(default=None, max_length=320, description="Substring match."),
+) -> Page[UserPublic]:
+    """List accounts, filtered by role, group, active state or email (admin)."""
+    query = select(User).order_by(User.created_at, User.id)
+    if role is not None:
+        query = query.where(User.role == role.value)
+    if group is not None:
+        query = query.where(User.groups.any(group.lower()))
+    if active is not None:
+        query = query.where(User.is_active.is_(active))
+    if email:
+        escaped = email.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(func.lower(User.email).like(f"%{escaped}%", escape="\\"))
+    return await apaginate(session, query)
+
+
+@router.post("/users", response_model=UserPublic, status_code=status.HTTP_201_CREATED)
+async def create_user(
+    request: Request,
+    body: UserCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    admin: AdminUser,
+) -> UserPublic:
+    """Create an account with a role and groups (admin)."""
+    view = await users_service.create_user(
+        session,
+        email=body.email,
+        password=body.password.get_secret_value(),
+        role=body.role.value,
+        groups=body.groups,
+        password_min_length=settings.password_min_length,
+        actor_id=admin.id,
+        via="admin",
+        metadata=event_metadata(request, admin),
+    )
+    return UserPublic.model_validate(view)
+
+
+@router.get("/users/{user_id}", response_model=UserPublic)
+async def get_user(user_id: uuid.UUID, session: SessionDep, _admin: AdminUser) -> UserPublic:
+    """One account (admin)."""
+    return UserPublic.model_validate(await users_service.get_user(session, user_id))
+
+
+@router.patch("/users/{user_id}", response_model=UserPublic)
+async def update_user(
+    request: Request,
+    user_id: uuid.UUID,
+    body: UserUpdate,
+    session: SessionDep,
+    admin: AdminUser,
+) -> UserPublic:
+    """Change role, groups or active state (admin)."""
+    view = await users_service.update_user(
+        session,
+        user_id=user_id,
+        role=body.role.value if body.role else None,
+        groups=body.groups,
+        is_active=body.is_active,
+        actor_id=admin.id,
+        metadata=event_metadata(request, admin),
+    )
+    return UserPublic.model_validate(view)
+
+
+@router.post("/users/{user_id}/deactivate", response_model=UserPublic)
+async def deactivate_user(
+    request: Request, user_id: uuid.UUID, session: SessionDep, admin: AdminUser
+) -> UserPublic:
+    """Deactivate an account: its tokens stop working at once (admin)."""
+    view = await users_service.update_user(
+        session,
+        user_id=user_id,
+        is_active=False,
+        actor_id=admin.id,
+        metadata=event_metadata(request, admin),
+    )
+    return UserPublic.model_validate(view)
+
+
+@router.get("/groups", response_model=list[GroupPublic])
+async def list_groups(session: SessionDep, _admin: AdminUser) -> list[GroupPublic]:
+    """Groups in use, with their number of active members (admin)."""
+    return [
+        GroupPublic(name=name, members=count)
+        for name, count in await users_service.list_groups(session)
+    ]

@@ -1,0 +1,101 @@
+"""Login and logout (ours: rate limits and events), plus fastapi-users' reset and verify."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi.responses import JSONResponse
+from fastapi.security import OAuth2PasswordRequestForm
+
+from ragledger.api.deps import CurrentUser, SessionDep, TokensDep, current_claims
+from ragledger.api.rate_limits import RateScope
+from ragledger.api.request_context import client_ip, event_metadata
+from ragledger.events import store
+from ragledger.events.access import (
+    LoginFailed,
+    LoginSucceeded,
+    UserLoggedOut,
+    user_stream,
+)
+from ragledger.schemas.users import AccessTokenPublic
+from ragledger.services import users as users_service
+from ragledger.services.security_events import record_security_event
+from ragledger.services.tokens import TokenClaims
+
+router = APIRouter(prefix="/auth/jwt", tags=["auth"])
+
+BAD_CREDENTIALS = "incorrect email or password"
+# Hashed when the email is unknown, so that both failures cost one argon2 run.
+_DUMMY_HASH = users_service.password_helper.hash("timing-equaliser-not-a-password")
+
+
+@router.post(
+    "/login",
+    response_model=AccessTokenPublic,
+    responses={400: {"description": "Incorrect email or password"}, 429: {}},
+)
+async def login(
+    request: Request,
+    session: SessionDep,
+    tokens: TokensDep,
+    credentials: Annotated[OAuth2PasswordRequestForm, Depends()],
+) -> AccessTokenPublic | JSONResponse:
+    """Exchange email and password for a bearer token (public)."""
+    email = credentials.username.strip()
+    limits = request.app.state.rate_limits
+    await limits.enforce(request, RateScope.LOGIN_ADDRESS, client_ip(request))
+    await limits.enforce(request, RateScope.LOGIN_ACCOUNT, email.casefold())
+
+    user = await users_service.get_by_email(session, email) if email else None
+    if user is None:
+        users_service.password_helper.verify_and_update(credentials.password, _DUMMY_HASH)
+        reason = "unknown_email"
+    else:
+        verified, new_hash = users_service.password_helper.verify_and_update(
+            credentials.password, user.hashed_password
+        )
+        if not verified:
+            reason = "wrong_password"
+        elif not user.is_active:
+            reason = "deactivated"
+        else:
+            reason = ""
+            if new_hash is not None:
+                user.hashed_password = new_hash
+    if reason:
+        await record_security_event(
+            request.app.state.database.sessionmaker,
+            LoginFailed(email=email[:320], reason=reason, user_id=user.id if user else None),
+            event_metadata(request),
+        )
+        return JSONResponse({"detail": BAD_CREDENTIALS}, status_code=status.HTTP_400_BAD_REQUEST)
+
+    assert user is not None
+    token, claims = tokens.issue(user.id)
+    await store.append(
+        session,
+        user_stream(user.id),
+        [LoginSucceeded(user_id=user.id, token_id=claims.token_id)],
+        metadata=event_metadata(request, user),
+    )
+    return AccessTokenPublic(access_token=token, expires_in=tokens.lifetime_s)
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+async def logout(
+    request: Request,
+    session: SessionDep,
+    tokens: TokensDep,
+    user: CurrentUser,
+    claims: Annotated[TokenClaims, Depends(current_claims)],
+) -> Response:
+    """Revoke the token used for this request (any signed-in user)."""
+    await tokens.revoke(claims)
+    await store.append(
+        session,
+        user_stream(user.id),
+        [UserLoggedOut(user_id=user.id, token_id=claims.token_id)],
+        metadata=event_metadata(request, user),
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,16 @@
+"""The signed-in user's own account."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ragledger.api.deps import CurrentUser
+from ragledger.schemas.users import UserPublic
+
+router = APIRouter(prefix="/users", tags=["users"])
+
+
+@router.get("/me", response_model=UserPublic)
+async def read_me(user: CurrentUser) -> UserPublic:
+    """Your account, role and groups (any signed-in user)."""
+    return UserPublic.model_validate(user)
