@@ -35,6 +35,40 @@ class CanonicalEncodingError(ValueError):
 
 def check_json_value(value: Any, path: str = "$") -> None:
     """Raise CanonicalEncodingError unless `value` is storable, naming where it is not."""
+    # Appends check every payload; the fast pass builds no paths and is exact for the
+    # plain types. Anything it cannot vouch for gets the slow pass, which names the spot.
+    if not _plainly_storable(value):
+        _check_slowly(value, path)
+
+
+def _plainly_storable(value: Any) -> bool:
+    kind = type(value)
+    if kind is str:
+        return "\x00" not in value and (value.isascii() or _encodes(value))
+    if kind is int or kind is bool or value is None:
+        return True
+    if kind is dict:
+        return all(
+            type(key) is str
+            and "\x00" not in key
+            and (key.isascii() or _encodes(key))
+            and _plainly_storable(item)
+            for key, item in value.items()
+        )
+    if kind is list or kind is tuple:
+        return all(_plainly_storable(item) for item in value)
+    return False
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_slowly(value: Any, path: str) -> None:
     if value is None or isinstance(value, bool | int):
         return
     if isinstance(value, str):
@@ -47,14 +81,14 @@ def check_json_value(value: Any, path: str = "$") -> None:
         )
     if isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            check_json_value(item, f"{path}[{index}]")
+            _check_slowly(item, f"{path}[{index}]")
         return
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise CanonicalEncodingError(f"{path}: object keys must be strings, got {key!r}")
             _check_string(key, f"{path}.<key>")
-            check_json_value(item, f"{path}.{key}")
+            _check_slowly(item, f"{path}.{key}")
         return
     raise CanonicalEncodingError(f"{path}: {type(value).__name__} is not a JSON value")
 
@@ -97,25 +131,57 @@ class HashedFields:
     metadata_json: str
 
 
+def canonical_prefix(
+    *, event_id: UUID, event_type: str, metadata_json: str, payload_json: str
+) -> bytes:
+    """The first four members of canonical_bytes, known before the append lock."""
+    return (
+        '{"event_id":"'
+        + str(event_id)
+        + '","event_type":'
+        + json.dumps(event_type, ensure_ascii=False)
+        + ',"metadata":'
+        + metadata_json
+        + ',"payload":'
+        + payload_json
+    ).encode("utf-8")
+
+
+def canonical_suffix(
+    *,
+    position: int,
+    recorded_at_text: str,
+    schema_version: int,
+    stream_id_json: str,
+    stream_version: int,
+) -> bytes:
+    """The last five members of canonical_bytes, known only under the append lock."""
+    return (
+        f',"position":{int(position)},"recorded_at":"{recorded_at_text}"'
+        f',"schema_version":{int(schema_version)},"stream_id":{stream_id_json}'
+        f',"stream_version":{int(stream_version)}}}'
+    ).encode()
+
+
 def canonical_bytes(fields: HashedFields) -> bytes:
     """Canonical bytes of one event.
 
-    Payload and metadata arrive pre-encoded so that large payloads are serialised
-    outside the append lock; the outer object is assembled with its keys in sorted
-    order, which yields exactly ``canonical_json`` of the whole object (tested).
+    The members are written in sorted key order, which yields exactly ``canonical_json``
+    of the whole object (tested). The store assembles the same bytes from a prefix
+    computed before the append lock and a suffix computed under it.
     """
-    parts = (
-        ('"event_id":', json.dumps(str(fields.event_id))),
-        ('"event_type":', json.dumps(fields.event_type, ensure_ascii=False)),
-        ('"metadata":', fields.metadata_json),
-        ('"payload":', fields.payload_json),
-        ('"position":', str(int(fields.position))),
-        ('"recorded_at":', json.dumps(format_timestamp(fields.recorded_at))),
-        ('"schema_version":', str(int(fields.schema_version))),
-        ('"stream_id":', json.dumps(fields.stream_id, ensure_ascii=False)),
-        ('"stream_version":', str(int(fields.stream_version))),
+    return canonical_prefix(
+        event_id=fields.event_id,
+        event_type=fields.event_type,
+        metadata_json=fields.metadata_json,
+        payload_json=fields.payload_json,
+    ) + canonical_suffix(
+        position=fields.position,
+        recorded_at_text=format_timestamp(fields.recorded_at),
+        schema_version=fields.schema_version,
+        stream_id_json=json.dumps(fields.stream_id, ensure_ascii=False),
+        stream_version=fields.stream_version,
     )
-    return ("{" + ",".join(key + value for key, value in parts) + "}").encode("utf-8")
 
 
 def chain_hash(prev_hash: bytes, canonical: bytes) -> bytes:

@@ -9,20 +9,22 @@ the caller must commit promptly after appending, since the lock lives until then
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ragledger.events.codec import (
     GENESIS_HASH,
-    HashedFields,
-    canonical_bytes,
     canonical_json,
-    chain_hash,
+    canonical_prefix,
+    canonical_suffix,
     check_json_value,
+    format_timestamp,
 )
 from ragledger.events.envelope import EventMetadata, LedgerHead, NewEvent, RecordedEvent
 from ragledger.events.errors import WrongExpectedVersionError
@@ -39,6 +41,8 @@ NO_STREAM = 0
 """expected_version for a stream that must not exist yet."""
 
 _events = EventRow.__table__
+_LOCK = text("SELECT pg_advisory_xact_lock(:ns, :id)")
+_LOCK_PARAMS = {"ns": LOCK_NAMESPACE, "id": APPEND_LOCK_ID}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +57,52 @@ class StreamAppend:
 @dataclass(frozen=True, slots=True)
 class _Prepared:
     stream_id: str
-    expected_version: int | None
     event: NewEvent
     payload_json: str
+    prefix: bytes
+
+
+# Head, database clock and each stream's current version in one round trip. The
+# per-stream max() is a correlated subquery so that PostgreSQL reads one entry of the
+# (stream_id, stream_version) index per stream, however long the stream is.
+_HEAD_AND_VERSIONS = text(
+    """
+    SELECT h.position, h.hash, clock_timestamp() AS now,
+           ARRAY(
+               SELECT coalesce(
+                   (SELECT max(e.stream_version) FROM events AS e WHERE e.stream_id = u.sid), 0)
+               FROM unnest(CAST(:stream_ids AS text[])) WITH ORDINALITY AS u(sid, ord)
+               ORDER BY u.ord
+           ) AS versions
+    FROM (SELECT 1) AS one
+    LEFT JOIN LATERAL (
+        SELECT position, hash FROM events ORDER BY position DESC LIMIT 1
+    ) AS h ON true
+    """
+)
+
+# The whole batch in one statement (arrays, not one row per parameter set), and the
+# NOTIFY with it: PostgreSQL delivers it at commit, so a woken subscriber finds the rows.
+_INSERT_AND_NOTIFY = text(
+    """
+    WITH inserted AS (
+        INSERT INTO events (position, event_id, stream_id, stream_version, event_type,
+                            schema_version, payload, metadata, recorded_at, prev_hash, hash)
+        SELECT u.position, u.event_id, u.stream_id, u.stream_version, u.event_type,
+               u.schema_version, u.payload, CAST(:metadata AS jsonb), :recorded_at,
+               u.prev_hash, u.hash
+        FROM unnest(
+            CAST(:positions AS bigint[]), CAST(:event_ids AS uuid[]),
+            CAST(:stream_ids AS text[]), CAST(:stream_versions AS integer[]),
+            CAST(:event_types AS text[]), CAST(:schema_versions AS smallint[]),
+            CAST(:payloads AS jsonb[]), CAST(:prev_hashes AS bytea[]), CAST(:hashes AS bytea[])
+        ) AS u(position, event_id, stream_id, stream_version, event_type, schema_version,
+               payload, prev_hash, hash)
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM inserted) AS inserted, pg_notify(:channel, :head)
+    """
+)
 
 
 async def append(
@@ -84,52 +131,41 @@ async def append_many(
     N means "must be at N". A mismatch raises WrongExpectedVersionError and writes nothing.
     A payload that cannot be stored raises CanonicalEncodingError before the lock.
     """
-    metadata_json_value = (metadata or EventMetadata()).to_json()
-    check_json_value(metadata_json_value, "metadata")
-    metadata_json = canonical_json(metadata_json_value)
+    metadata_value = (metadata or EventMetadata()).to_json()
+    check_json_value(metadata_value, "metadata")
+    metadata_json = canonical_json(metadata_value)
     prepared: list[_Prepared] = []
     for batch in batches:
         if not batch.stream_id or "\x00" in batch.stream_id:
             raise ValueError("stream_id must be a non-empty string without NUL")
+        check_json_value(batch.stream_id, "stream_id")
         for item in batch.events:
             new = registry.to_new_event(item)
-            check_json_value(new.payload, f"{new.event_type}.payload")
             check_json_value(new.event_type, "event_type")
-            prepared.append(
-                _Prepared(batch.stream_id, batch.expected_version, new, canonical_json(new.payload))
+            check_json_value(new.payload, f"{new.event_type}.payload")
+            payload_json = canonical_json(new.payload)
+            prefix = canonical_prefix(
+                event_id=new.event_id,
+                event_type=new.event_type,
+                metadata_json=metadata_json,
+                payload_json=payload_json,
             )
+            prepared.append(_Prepared(batch.stream_id, new, payload_json, prefix))
     if not prepared:
         return []
+    stream_ids = sorted({p.stream_id for p in prepared})
+    stream_id_json = {sid: json.dumps(sid, ensure_ascii=False) for sid in stream_ids}
 
-    # The critical section starts here.
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock(:ns, :id)"),
-        {"ns": LOCK_NAMESPACE, "id": APPEND_LOCK_ID},
-    )
-    head_row = (
-        await session.execute(
-            text(
-                "SELECT h.position, h.hash, clock_timestamp() AS now "
-                "FROM (SELECT 1) AS one LEFT JOIN LATERAL "
-                "(SELECT position, hash FROM events ORDER BY position DESC LIMIT 1) AS h ON true"
-            )
-        )
-    ).one()
+    # The critical section starts here. The lock is its own statement: in READ COMMITTED
+    # the next statement's snapshot is taken after the lock, so it sees the previous
+    # appender's commit.
+    await session.execute(_LOCK, _LOCK_PARAMS)
+    head_row = (await session.execute(_HEAD_AND_VERSIONS, {"stream_ids": stream_ids})).one()
     position = head_row.position or 0
     prev_hash = bytes(head_row.hash) if head_row.hash is not None else GENESIS_HASH
     recorded_at = head_row.now
-
-    stream_ids = sorted({p.stream_id for p in prepared})
-    current = dict(
-        (
-            await session.execute(
-                select(_events.c.stream_id, func.max(_events.c.stream_version))
-                .where(_events.c.stream_id.in_(stream_ids))
-                .group_by(_events.c.stream_id)
-            )
-        ).all()
-    )
-    versions: dict[str, int] = {sid: current.get(sid, 0) for sid in stream_ids}
+    recorded_at_text = format_timestamp(recorded_at)
+    versions = dict(zip(stream_ids, head_row.versions, strict=True))
     for batch in batches:
         if (
             batch.expected_version is not None
@@ -139,76 +175,104 @@ async def append_many(
                 batch.stream_id, batch.expected_version, versions[batch.stream_id]
             )
 
-    rows: list[dict[str, Any]] = []
+    columns: dict[str, list[Any]] = {
+        "positions": [],
+        "event_ids": [],
+        "stream_ids": [],
+        "stream_versions": [],
+        "event_types": [],
+        "schema_versions": [],
+        "payloads": [],
+        "prev_hashes": [],
+        "hashes": [],
+    }
     recorded: list[RecordedEvent] = []
     for item in prepared:
         position += 1
-        versions[item.stream_id] += 1
-        fields = HashedFields(
-            position=position,
-            event_id=item.event.event_id,
-            stream_id=item.stream_id,
-            stream_version=versions[item.stream_id],
-            event_type=item.event.event_type,
-            schema_version=item.event.schema_version,
-            recorded_at=recorded_at,
-            payload_json=item.payload_json,
-            metadata_json=metadata_json,
+        version = versions[item.stream_id] + 1
+        versions[item.stream_id] = version
+        digest = hashlib.sha256(prev_hash)
+        digest.update(item.prefix)
+        digest.update(
+            canonical_suffix(
+                position=position,
+                recorded_at_text=recorded_at_text,
+                schema_version=item.event.schema_version,
+                stream_id_json=stream_id_json[item.stream_id],
+                stream_version=version,
+            )
         )
-        digest = chain_hash(prev_hash, canonical_bytes(fields))
-        rows.append(
-            {
-                "position": position,
-                "event_id": item.event.event_id,
-                "stream_id": item.stream_id,
-                "stream_version": fields.stream_version,
-                "event_type": item.event.event_type,
-                "schema_version": item.event.schema_version,
-                "payload": item.event.payload,
-                "metadata": metadata_json_value,
-                "recorded_at": recorded_at,
-                "prev_hash": prev_hash,
-                "hash": digest,
-            }
-        )
+        event_hash = digest.digest()
+        columns["positions"].append(position)
+        columns["event_ids"].append(item.event.event_id)
+        columns["stream_ids"].append(item.stream_id)
+        columns["stream_versions"].append(version)
+        columns["event_types"].append(item.event.event_type)
+        columns["schema_versions"].append(item.event.schema_version)
+        columns["payloads"].append(item.payload_json)
+        columns["prev_hashes"].append(prev_hash)
+        columns["hashes"].append(event_hash)
         recorded.append(
             RecordedEvent(
                 position=position,
                 event_id=item.event.event_id,
                 stream_id=item.stream_id,
-                stream_version=fields.stream_version,
+                stream_version=version,
                 event_type=item.event.event_type,
                 schema_version=item.event.schema_version,
                 payload=item.event.payload,
-                metadata=metadata_json_value,
+                metadata=metadata_value,
                 recorded_at=recorded_at,
                 prev_hash=prev_hash,
-                hash=digest,
+                hash=event_hash,
             )
         )
-        prev_hash = digest
-    await session.execute(insert(_events), rows)
-    # Delivered at commit, so a woken subscriber finds the rows.
-    await session.execute(
-        text("SELECT pg_notify(:channel, :position)"),
-        {"channel": NOTIFY_CHANNEL, "position": str(position)},
+        prev_hash = event_hash
+    inserted = await session.scalar(
+        _INSERT_AND_NOTIFY,
+        {
+            **columns,
+            "metadata": metadata_json,
+            "recorded_at": recorded_at,
+            "channel": NOTIFY_CHANNEL,
+            "head": str(position),
+        },
     )
+    if inserted != len(prepared):  # pragma: no cover  (the database would have raised)
+        raise RuntimeError(f"appended {inserted} of {len(prepared)} events")
     return recorded
 
 
+_COLUMNS = (
+    _events.c.position,
+    _events.c.event_id,
+    _events.c.stream_id,
+    _events.c.stream_version,
+    _events.c.event_type,
+    _events.c.schema_version,
+    _events.c.payload,
+    _events.c.metadata,
+    _events.c.recorded_at,
+    _events.c.prev_hash,
+    _events.c.hash,
+)
+
+
 def _to_recorded(row: Any) -> RecordedEvent:
+    # Positional access: reads convert every row, and names cost a lookup each.
+    (position, event_id, stream_id, version, event_type, schema, payload, meta, at, prev, hsh) = row
     return RecordedEvent(
-        position=row.position,
-        event_id=row.event_id,
-        stream_id=row.stream_id,
-        stream_version=row.stream_version,
-        event_type=row.event_type,
-        schema_version=row.schema_version,
-        payload=row.payload,
-        metadata=row._mapping["metadata"],
-        recorded_at=row.recorded_at,
-        prev_hash=bytes(row.prev_hash),
-        hash=bytes(row.hash),
+        position=position,
+        event_id=event_id,
+        stream_id=stream_id,
+        stream_version=version,
+        event_type=event_type,
+        schema_version=schema,
+        payload=payload,
+        metadata=meta,
+        recorded_at=at,
+        prev_hash=bytes(prev),
+        hash=bytes(hsh),
     )
 
 
@@ -222,7 +286,7 @@ async def read_all(
     up_to: int | None = None,
 ) -> list[RecordedEvent]:
     """Events with position > `after` (and <= `up_to`), in position order, at most `limit`."""
-    query = select(_events).where(_events.c.position > after).order_by(_events.c.position)
+    query = select(*_COLUMNS).where(_events.c.position > after).order_by(_events.c.position)
     if up_to is not None:
         query = query.where(_events.c.position <= up_to)
     if event_types is not None:
@@ -238,7 +302,7 @@ async def read_stream(
 ) -> list[RecordedEvent]:
     """Every event of one stream from `from_version`, in version order."""
     result = await session.execute(
-        select(_events)
+        select(*_COLUMNS)
         .where(_events.c.stream_id == stream_id, _events.c.stream_version >= from_version)
         .order_by(_events.c.stream_version)
     )
