@@ -6,8 +6,8 @@ in the same run: a raw ``INSERT`` of the same rows (same columns, same sizes) in
 plain table with no lock and no hash chain, through the same engine, driver,
 transaction-per-batch pattern and insertion technique (one ``INSERT ... SELECT FROM
 unnest(arrays)`` per batch, payloads serialised to JSON text by the client). A second
-baseline, the same plain table with the ledger's secondary indexes, separates the cost of the indexes from the cost of the
-lock, the head and version look-ups and the hashing.
+baseline, the same plain table with the ledger's secondary indexes, separates the cost
+of the indexes from the cost of the lock, the head and version look-ups and the hashing.
 
 Sections: append throughput (batch 1/10/100, 1 and 8 writers, ledger vs both
 baselines); where an append's time goes (per-statement timings from SQLAlchemy's cursor
