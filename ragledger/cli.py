@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
@@ -94,7 +95,9 @@ def run_runner() -> None:
     settings = _settings()
 
     async def work(database: Database) -> None:
-        runner = SubscriberRunner(database.engine, all_subscribers(), runner_config(settings))
+        runner = SubscriberRunner(
+            database.engine, all_subscribers(settings), runner_config(settings)
+        )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runner.stop)
@@ -142,7 +145,7 @@ def projections_status() -> None:
 
     async def work(database: Database):  # noqa: ANN202
         async with database.sessionmaker() as session:
-            return await subscriber_statuses(session, all_subscribers())
+            return await subscriber_statuses(session, all_subscribers(get_settings()))
 
     for status in _with_database(work):
         line = f"{status.name:<20} {status.kind:<10} position={status.position} lag={status.lag}"
@@ -158,7 +161,7 @@ def projections_rebuild(name: Annotated[str, typer.Argument(help="Projection nam
     from ragledger.projections.runner import reset_projection, run_until_caught_up
     from ragledger.projections.subscriber import Projection
 
-    subscribers = {s.name: s for s in all_subscribers()}
+    subscribers = {s.name: s for s in all_subscribers(get_settings())}
     subscriber = subscribers.get(name)
     if subscriber is None:
         typer.echo(
@@ -274,3 +277,27 @@ def users_set_role(
     if view is None:
         _fail(f"error: no user with email {email}")
     typer.echo(f"{view.email} is now {view.role}")
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders (walked recursively).")],
+    group: Annotated[
+        list[str] | None, typer.Option(help="Access group; repeat. None: everyone.")
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="Wait until every file is indexed or failed.")] = True,
+) -> None:
+    """Upload files through the same service as the API and wait for them to be indexed."""
+    from ragledger.services.ingest_files import collect_files, ingest_files
+
+    settings = _settings()
+    files = collect_files(paths)
+    if not files:
+        _fail("no files found")
+
+    async def work(database: Database) -> int:
+        return await ingest_files(
+            database, settings, files, groups=group or [], wait=wait, metadata=_cli_metadata()
+        )
+
+    raise typer.Exit(code=_with_database(work))

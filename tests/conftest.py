@@ -24,6 +24,7 @@ from ragledger.core.database import create_app_engine, create_engine, create_ses
 from ragledger.core.migrations import upgrade_to_head
 from ragledger.core.runtime import Database
 from ragledger.core.settings import Settings
+from tests.fakes.openai_server import fake_openai  # noqa: F401  (a shared fixture)
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 

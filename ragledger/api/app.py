@@ -22,7 +22,7 @@ from ragledger.api.rate_limits import (
     rate_limit_exceeded_handler,
 )
 from ragledger.api.request_context import event_metadata
-from ragledger.api.routes import admin_users, auth, health, users
+from ragledger.api.routes import admin_users, auth, documents, health, users
 from ragledger.api.security_headers import SecurityHeadersMiddleware, add_cors, docs_paths_of
 from ragledger.core.embedded_postgres import release_embedded_postgres
 from ragledger.core.logging import configure_logging
@@ -32,6 +32,7 @@ from ragledger.events.access import RateLimitExceeded
 from ragledger.projections.registry import all_subscribers
 from ragledger.projections.runner import RunnerConfig, SubscriberRunner
 from ragledger.schemas.users import FastAPIUsersCreate, FastAPIUsersRead
+from ragledger.services.embedding import close_embedders
 from ragledger.services.mail import Mailer
 from ragledger.services.security_events import record_security_event
 from ragledger.services.token_revocation import create_token_revocations
@@ -77,7 +78,9 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
         runner: SubscriberRunner | None = None
         runner_task: asyncio.Task[None] | None = None
         if run_subscribers:
-            runner = SubscriberRunner(database.engine, all_subscribers(), runner_config(settings))
+            runner = SubscriberRunner(
+                database.engine, all_subscribers(settings), runner_config(settings)
+            )
             runner_task = asyncio.create_task(runner.run(), name="subscriber-runner")
         log.info("app_started", runner=run_subscribers)
         try:
@@ -86,6 +89,7 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
             if runner is not None and runner_task is not None:
                 runner.stop()
                 await runner_task
+            await close_embedders()
             await limits.aclose()
             await app.state.tokens.revocations.aclose()
             await database.dispose()
@@ -123,6 +127,7 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
         )
     api.include_router(users.router)
     api.include_router(admin_users.router)
+    api.include_router(documents.router)
     app.include_router(api)
     add_pagination(app)
 

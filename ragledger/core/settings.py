@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -92,6 +92,34 @@ class Settings(BaseSettings):
     rate_limit_upload_per_user: str = "60/hour"
     rate_limit_questions_per_user: str = "30/minute"
 
+    # Ingestion and embeddings.
+    embedding_model: str = Field(
+        default="local/all-MiniLM-L6-v2",
+        description=(
+            "local/all-MiniLM-L6-v2 runs the bundled model in-process; any other value is a "
+            "litellm embedding model string (its provider's env vars apply)."
+        ),
+    )
+    embedding_api_base: str | None = Field(
+        default=None, description="api_base passed to litellm (OpenAI-compatible servers)."
+    )
+    embedding_dimensions: int = Field(
+        default=384, description="Vector size of the chunks table; changing it needs a migration."
+    )
+    # 32 texts per forward pass: on 2 CPU cores larger batches gain little and cost
+    # latency for the API sharing the process (see bench/ingest.py).
+    embedding_batch_size: int = Field(default=32, ge=1, le=1024)
+    torch_threads: int = Field(default=0, ge=0, description="0: torch's default.")
+    # all-MiniLM-L6-v2 was trained on sequences of up to 256 word pieces; 200 leaves room
+    # for the special tokens and keeps a chunk a few paragraphs long.
+    chunk_max_tokens: int = Field(default=200, ge=16, le=512)
+    chunk_overlap_tokens: int = Field(default=30, ge=0, le=256)
+    max_extracted_chars: int = Field(
+        default=20_000_000, description="Documents whose text is longer fail ingestion."
+    )
+    # DOCX is a zip: bound what we inflate so that a zip bomb fails cleanly.
+    max_decompressed_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
+
     # Mail. No SMTP host: mail is written to the log and recorded, never dropped.
     smtp_host: str | None = None
     smtp_port: int = 587
@@ -119,6 +147,12 @@ class Settings(BaseSettings):
     # A runner that does not hold a subscriber's lock retries this often, so a standby
     # takes over within this many seconds after the active one dies.
     runner_standby_retry_s: float = Field(default=2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_chunk_sizes(self) -> Settings:
+        if self.chunk_overlap_tokens >= self.chunk_max_tokens:
+            raise ValueError("CHUNK_OVERLAP_TOKENS must be smaller than CHUNK_MAX_TOKENS")
+        return self
 
     @property
     def uses_embedded_database(self) -> bool:

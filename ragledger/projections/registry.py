@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from ragledger.core.settings import Settings
+from ragledger.projections.chunks import ChunksProjection
+from ragledger.projections.documents import DocumentsProjection
+from ragledger.projections.ingestion import IngestionReactor
 from ragledger.projections.streams import StreamsProjection
 from ragledger.projections.subscriber import Subscriber
 
 
-def all_subscribers() -> list[Subscriber]:
+def all_subscribers(settings: Settings) -> list[Subscriber]:
     """Fresh instances of every projection and reactor, in a stable order."""
-    return [StreamsProjection()]
+    return [
+        StreamsProjection(),
+        DocumentsProjection(),
+        ChunksProjection(),
+        IngestionReactor(settings),
+    ]

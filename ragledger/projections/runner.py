@@ -248,7 +248,9 @@ class SubscriberRunner:
                     session.begin(),
                 ):
                     seen = await process_batch(
-                        session, subscriber, batch_size=self.config.batch_size
+                        session,
+                        subscriber,
+                        batch_size=subscriber.batch_size or self.config.batch_size,
                     )
             except HandlerError as exc:
                 await self._failed(subscriber, exc.position, exc.cause, delay)
@@ -308,7 +310,9 @@ async def run_until_caught_up(
                     AsyncSession(bind=conn, expire_on_commit=False) as session,
                     session.begin(),
                 ):
-                    seen = await process_batch(session, subscriber, batch_size=batch_size)
+                    seen = await process_batch(
+                        session, subscriber, batch_size=subscriber.batch_size or batch_size
+                    )
                 if not seen:
                     return True
         finally:

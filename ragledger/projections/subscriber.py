@@ -30,6 +30,9 @@ class Subscriber:
     name: ClassVar[str]
     kind: ClassVar[Literal["projection", "reactor"]]
     event_types: ClassVar[frozenset[str] | None] = None
+    # Events per transaction, when the runner's default does not suit (a reactor doing
+    # slow work per event takes one at a time so that each result commits on its own).
+    batch_size: ClassVar[int | None] = None
 
     async def handle_batch(self, session: AsyncSession, events: Sequence[RecordedEvent]) -> None:
         """Apply a batch; the default calls `handle` per event and names the failing one."""

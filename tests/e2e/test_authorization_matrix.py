@@ -31,6 +31,12 @@ POLICY: dict[tuple[str, str], str | frozenset[str]] = {
     ("PATCH", "/api/v1/admin/users/{user_id}"): ADMIN,
     ("POST", "/api/v1/admin/users/{user_id}/deactivate"): ADMIN,
     ("GET", "/api/v1/admin/groups"): ADMIN,
+    ("POST", "/api/v1/documents"): ADMIN,
+    ("GET", "/api/v1/documents"): ANY_USER,
+    ("GET", "/api/v1/documents/{document_id}"): ANY_USER,
+    ("PATCH", "/api/v1/documents/{document_id}"): ADMIN,
+    ("DELETE", "/api/v1/documents/{document_id}"): ADMIN,
+    ("POST", "/api/v1/documents/{document_id}/versions"): ADMIN,
 }
 DOCS = ["/docs", "/redoc", "/openapi.json"]
 

@@ -1,0 +1,180 @@
+"""Documents: upload (new or new version), retract, change access, list, read."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
+from fastapi_pagination import Page
+from fastapi_pagination.ext.sqlalchemy import apaginate
+
+from ragledger.api.deps import AdminUser, EmployeeUser, SessionDep, SettingsDep
+from ragledger.api.rate_limits import RateScope
+from ragledger.api.request_context import event_metadata
+from ragledger.core.settings import Settings
+from ragledger.models.documents import DocumentRow
+from ragledger.models.users import User
+from ragledger.schemas.documents import (
+    DocumentAccepted,
+    DocumentAccessPublic,
+    DocumentAccessUpdate,
+    DocumentDetail,
+    DocumentPublic,
+    DocumentVersionPublic,
+)
+from ragledger.services import documents as documents_service
+from ragledger.services.documents import PayloadTooLargeError, Reader
+
+router = APIRouter(prefix="/documents", tags=["documents"])
+
+UPLOAD_RESPONSES: dict[int | str, dict[str, str]] = {
+    413: {"description": "The file is over MAX_UPLOAD_BYTES"},
+    415: {"description": "The content is not PDF, DOCX, HTML, Markdown or plain text"},
+    429: {"description": "Upload rate limit"},
+}
+
+
+def reader_of(user: User) -> Reader:
+    """The reading rights of a user."""
+    return Reader(user_id=user.id, role=user.role, groups=tuple(user.groups or ()))
+
+
+async def _read_capped(file: UploadFile, settings: Settings) -> bytes:
+    # Read one byte past the limit: enough to know it is too large, never the whole file.
+    content = await file.read(settings.max_upload_bytes + 1)
+    if len(content) > settings.max_upload_bytes:
+        raise PayloadTooLargeError(
+            f"the file is larger than the limit of {settings.max_upload_bytes} bytes"
+        )
+    return content
+
+
+@router.post(
+    "",
+    response_model=DocumentAccepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=UPLOAD_RESPONSES,
+)
+async def upload_document(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    admin: AdminUser,
+    file: Annotated[UploadFile, File(description="PDF, DOCX, HTML, Markdown or text")],
+    title: Annotated[str | None, Form(max_length=300)] = None,
+    access_groups: Annotated[list[str] | None, Form(description="Repeat; none: everyone")] = None,
+) -> DocumentAccepted:
+    """Upload a new document; it is ingested in the background (admin)."""
+    await request.app.state.rate_limits.enforce(request, RateScope.UPLOAD, str(admin.id))
+    content = await _read_capped(file, settings)
+    accepted = await documents_service.upload(
+        session,
+        content=content,
+        filename=file.filename,
+        title=title,
+        access_groups=access_groups or [],
+        max_bytes=settings.max_upload_bytes,
+        actor_id=admin.id,
+        metadata=event_metadata(request, admin),
+    )
+    return DocumentAccepted.model_validate(accepted, from_attributes=True)
+
+
+@router.post(
+    "/{document_id}/versions",
+    response_model=DocumentAccepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=UPLOAD_RESPONSES,
+)
+async def upload_version(
+    request: Request,
+    document_id: uuid.UUID,
+    session: SessionDep,
+    settings: SettingsDep,
+    admin: AdminUser,
+    file: Annotated[UploadFile, File()],
+    title: Annotated[str | None, Form(max_length=300)] = None,
+    access_groups: Annotated[list[str] | None, Form(description="Omit to keep")] = None,
+) -> DocumentAccepted:
+    """Upload a new version; the old one stops being retrieved (admin)."""
+    await request.app.state.rate_limits.enforce(request, RateScope.UPLOAD, str(admin.id))
+    content = await _read_capped(file, settings)
+    accepted = await documents_service.upload(
+        session,
+        content=content,
+        filename=file.filename,
+        title=title,
+        access_groups=access_groups,
+        max_bytes=settings.max_upload_bytes,
+        actor_id=admin.id,
+        metadata=event_metadata(request, admin),
+        document_id=document_id,
+    )
+    return DocumentAccepted.model_validate(accepted, from_attributes=True)
+
+
+@router.delete("/{document_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def retract_document(
+    request: Request, document_id: uuid.UUID, session: SessionDep, admin: AdminUser
+) -> Response:
+    """Retract a document: no longer listed or retrieved, kept in the ledger (admin)."""
+    await documents_service.retract(
+        session,
+        document_id=document_id,
+        actor_id=admin.id,
+        metadata=event_metadata(request, admin),
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.patch("/{document_id}", response_model=DocumentAccessPublic)
+async def change_access(
+    request: Request,
+    document_id: uuid.UUID,
+    body: DocumentAccessUpdate,
+    session: SessionDep,
+    admin: AdminUser,
+) -> DocumentAccessPublic:
+    """Change which groups may read a document (admin)."""
+    groups = await documents_service.change_access(
+        session,
+        document_id=document_id,
+        access_groups=body.access_groups,
+        actor_id=admin.id,
+        metadata=event_metadata(request, admin),
+    )
+    return DocumentAccessPublic(document_id=document_id, access_groups=list(groups))
+
+
+@router.get("", response_model=Page[DocumentPublic])
+async def list_documents(
+    session: SessionDep,
+    user: EmployeeUser,
+    status_filter: Annotated[
+        Literal["pending", "indexed", "failed", "retracted"] | None, Query(alias="status")
+    ] = None,
+    group: Annotated[str | None, Query(max_length=64)] = None,
+) -> Page[DocumentPublic]:
+    """Documents you may read, newest first, filtered by status or group (employee and up)."""
+    query = documents_service.readable_documents(
+        reader_of(user), include_retracted=status_filter == "retracted"
+    )
+    if status_filter is not None:
+        query = query.where(DocumentRow.status == status_filter)
+    if group is not None:
+        query = query.where(DocumentRow.access_groups.any(group.lower()))
+    query = query.order_by(DocumentRow.created_at.desc(), DocumentRow.document_id)
+    return await apaginate(session, query)
+
+
+@router.get("/{document_id}", response_model=DocumentDetail)
+async def get_document(
+    document_id: uuid.UUID, session: SessionDep, user: EmployeeUser
+) -> DocumentDetail:
+    """A document you may read, with its versions (employee and up)."""
+    document, versions = await documents_service.get_document(session, document_id, reader_of(user))
+    return DocumentDetail(
+        **DocumentPublic.model_validate(document).model_dump(),
+        versions=[DocumentVersionPublic.model_validate(v) for v in versions],
+    )

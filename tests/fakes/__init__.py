@@ -1,0 +1,1 @@
+"""Fakes of external services that speak their real wire protocol (real sockets, real HTTP)."""
