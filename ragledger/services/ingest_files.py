@@ -51,6 +51,14 @@ def collect_files(paths: Sequence[Path]) -> list[Path]:
     return found
 
 
+def _display(path: Path) -> str:
+    # Relative to the working directory when possible: short enough for a table.
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 async def ingest_files(
     database: Database,
     settings: Settings,
@@ -144,9 +152,10 @@ async def _refresh(database: Database, outcomes: Sequence[FileOutcome]) -> None:
 
 def _summary(console: Console, outcomes: Sequence[FileOutcome]) -> None:
     table = Table("file", "status", "document", "detail")
+    table.columns[0].overflow = "fold"
     for o in outcomes:
         table.add_row(
-            str(o.path),
+            _display(o.path),
             o.status,
             f"{o.document_id} v{o.version}" if o.document_id else "-",
             o.detail,

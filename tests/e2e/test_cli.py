@@ -26,9 +26,17 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-async def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+async def _run(
+    *args: str, env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(
-        subprocess.run, [RAGLEDGER, *args], env=env, capture_output=True, text=True, timeout=120
+        subprocess.run,
+        [RAGLEDGER, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=cwd,
     )
 
 
@@ -117,3 +125,32 @@ async def test_quick_start_serves_on_the_embedded_database(tmp_path: Path) -> No
     assert "app_stopped" in output
     # The last process using the embedded server stopped it.
     assert not (data_dir / "postgres" / "postmaster.pid").exists()
+
+
+async def test_ingest_a_folder_waits_for_indexing_and_reports_each_file(
+    db, database_url: str, tmp_path: Path
+) -> None:
+    from tests import fixtures_documents as docs
+
+    folder = tmp_path / "policies"
+    (folder / "hr").mkdir(parents=True)
+    (folder / "onboarding.md").write_bytes(docs.markdown_bytes())
+    (folder / "hr" / "hours.txt").write_bytes(docs.plain_text_bytes())
+    (folder / "hr" / "photo.png").write_bytes(docs.png_bytes())
+    (folder / ".hidden.txt").write_text("skipped")
+    env = _env(DATABASE_URL=database_url, RAGLEDGER_DATA_DIR=str(tmp_path / "data"), COLUMNS="200")
+    result = await _run("ingest", "policies", "--group", "hr", env=env, cwd=tmp_path)
+    # One file was refused (not a supported type), so the exit code says so.
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("indexed") >= 2
+    assert "rejected" in result.stderr
+    assert "policies/hr/photo.png" in result.stderr
+    assert ".hidden.txt" not in result.stderr
+    async with db.engine.connect() as conn:
+        rows = (
+            await conn.execute(text("SELECT filename, status, access_groups FROM documents"))
+        ).all()
+    assert sorted((r.filename, r.status, r.access_groups) for r in rows) == [
+        ("hours.txt", "indexed", ["hr"]),
+        ("onboarding.md", "indexed", ["hr"]),
+    ]
