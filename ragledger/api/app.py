@@ -8,7 +8,11 @@ from collections.abc import AsyncIterator
 
 import structlog
 from fastapi import APIRouter, FastAPI, Request
+from fastapi_cache import FastAPICache
+from fastapi_cache.backends.inmemory import InMemoryBackend
+from fastapi_cache.backends.redis import RedisBackend
 from fastapi_pagination import add_pagination
+from redis.asyncio import Redis
 
 from ragledger.api.auth import build_fastapi_users
 from ragledger.api.body_limit import BodyLimitMiddleware
@@ -22,7 +26,7 @@ from ragledger.api.rate_limits import (
     rate_limit_exceeded_handler,
 )
 from ragledger.api.request_context import event_metadata
-from ragledger.api.routes import admin_users, auth, documents, health, users
+from ragledger.api.routes import admin_users, auth, documents, health, questions, users
 from ragledger.api.security_headers import SecurityHeadersMiddleware, add_cors, docs_paths_of
 from ragledger.core.embedded_postgres import release_embedded_postgres
 from ragledger.core.logging import configure_logging
@@ -75,6 +79,11 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
         await limits.prepare()
         limits.on_exceeded = record_rate_limit_exceeded
         app.state.rate_limits = limits
+        cache_redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        FastAPICache.init(
+            RedisBackend(cache_redis) if cache_redis is not None else InMemoryBackend(),
+            prefix=f"{settings.redis_key_prefix}cache:",
+        )
         runner: SubscriberRunner | None = None
         runner_task: asyncio.Task[None] | None = None
         if run_subscribers:
@@ -89,6 +98,8 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
             if runner is not None and runner_task is not None:
                 runner.stop()
                 await runner_task
+            if cache_redis is not None:
+                await cache_redis.aclose()
             await close_embedders()
             await limits.aclose()
             await app.state.tokens.revocations.aclose()
@@ -128,6 +139,7 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
     api.include_router(users.router)
     api.include_router(admin_users.router)
     api.include_router(documents.router)
+    api.include_router(questions.router)
     app.include_router(api)
     add_pagination(app)
 

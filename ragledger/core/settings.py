@@ -120,6 +120,40 @@ class Settings(BaseSettings):
     # DOCX is a zip: bound what we inflate so that a zip bomb fails cleanly.
     max_decompressed_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
 
+    # Asking.
+    llm_model: str = Field(
+        default="ragledger-local/smollm2-135m-instruct",
+        description="Any litellm model string; the default runs SmolLM2-135M in-process.",
+    )
+    llm_api_base: str | None = None
+    llm_api_key: SecretStr | None = Field(
+        default=None, description="Passed to litellm; unset: the provider's own env var."
+    )
+    llm_timeout_s: float = Field(default=120.0, gt=0, description="Whole LLM call.")
+    llm_stall_timeout_s: float = Field(
+        default=30.0, gt=0, description="Longest silence allowed before or between tokens."
+    )
+    llm_num_retries: int = Field(default=1, ge=0, le=5)
+    llm_max_tokens: int = Field(default=512, ge=1, le=8192)
+    llm_temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    question_max_chars: int = Field(default=2000, ge=10, le=100_000)
+    top_k_default: int = Field(default=5, ge=1, le=50)
+    top_k_max: int = Field(default=20, ge=1, le=100)
+    # Candidates each retriever returns before fusion: 4x top_k_max keeps RRF meaningful.
+    retrieval_candidates: int = Field(default=80, ge=1, le=1000)
+    rrf_k: int = Field(default=60, ge=1, description="Cormack et al. 2009 use 60.")
+    # A chunk is relevant when its cosine similarity reaches this or it matches the words
+    # of the question. 0.25 separates related from unrelated text for all-MiniLM-L6-v2.
+    min_similarity: float = Field(default=0.25, ge=-1.0, le=1.0)
+    # HNSW search breadth; pgvector's default is 40. 100 keeps recall@10 >= 0.95 at 100k
+    # rows (bench/retrieval.py).
+    hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
+    # Iterative index scans (pgvector 0.8) keep scanning until a restrictive access
+    # filter still yields enough rows, up to this many tuples.
+    hnsw_max_scan_tuples: int = Field(default=20_000, ge=1000)
+    query_embedding_cache_ttl_s: int = Field(default=3600, ge=0)
+    sse_keepalive_s: float = Field(default=15.0, gt=0)
+
     # Mail. No SMTP host: mail is written to the log and recorded, never dropped.
     smtp_host: str | None = None
     smtp_port: int = 587

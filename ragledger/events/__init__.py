@@ -1,3 +1,3 @@
 """The ledger. Importing this package registers every event family."""
 
-from ragledger.events import access, documents  # noqa: F401  (registers the event types)
+from ragledger.events import access, documents, questions  # noqa: F401  (registers event types)

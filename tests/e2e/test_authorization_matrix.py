@@ -37,6 +37,10 @@ POLICY: dict[tuple[str, str], str | frozenset[str]] = {
     ("PATCH", "/api/v1/documents/{document_id}"): ADMIN,
     ("DELETE", "/api/v1/documents/{document_id}"): ADMIN,
     ("POST", "/api/v1/documents/{document_id}/versions"): ADMIN,
+    ("POST", "/api/v1/questions"): ANY_USER,
+    ("POST", "/api/v1/search"): ANY_USER,
+    ("GET", "/api/v1/answers/{answer_id}"): ANY_USER,
+    ("POST", "/api/v1/answers/{answer_id}/feedback"): ANY_USER,
 }
 DOCS = ["/docs", "/redoc", "/openapi.json"]
 

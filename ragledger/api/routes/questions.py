@@ -1,0 +1,273 @@
+"""Asking (streamed over Server-Sent Events), searching, and reading answers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+
+import structlog
+from fastapi import APIRouter, Request, status
+from fastapi.responses import StreamingResponse
+
+from ragledger.api.deps import EmployeeUser, SessionDep, SettingsDep
+from ragledger.api.rate_limits import RateScope
+from ragledger.api.request_context import event_metadata
+from ragledger.api.routes.documents import reader_of
+from ragledger.core.ids import uuid7
+from ragledger.events import store
+from ragledger.events.questions import (
+    AnswerFeedbackGiven,
+    SearchPerformed,
+    question_stream,
+)
+from ragledger.schemas.questions import (
+    AnswerPublic,
+    ContextPublic,
+    FeedbackCreate,
+    LedgerRef,
+    QuestionCreate,
+    SearchCreate,
+    SearchHit,
+    SearchPublic,
+)
+from ragledger.services.answering import (
+    QuestionRequest,
+    StreamEvent,
+    answer_question,
+    retrieval_params,
+    validate_question,
+)
+from ragledger.services.embedding import get_embedder
+from ragledger.services.errors import ConflictError, PermissionDeniedError
+from ragledger.services.provenance import load_provenance
+from ragledger.services.query_embedding import embed_query
+from ragledger.services.retrieval import retrieve
+
+log = structlog.get_logger(__name__)
+router = APIRouter(tags=["questions"])
+
+
+def format_sse(event: StreamEvent) -> str:
+    """One Server-Sent Event (JSON data never contains a raw newline)."""
+    return f"event: {event.name}\ndata: {json.dumps(event.data, ensure_ascii=False)}\n\n"
+
+
+async def sse_stream(
+    request: QuestionRequest, app_state: object, keepalive_s: float
+) -> AsyncIterator[str]:
+    """Run the answer flow as a task and relay its events, with keep-alive comments.
+
+    When the client goes away, this generator is closed or cancelled; the flow is then
+    cancelled too, and records AnswerFailed `client_disconnected` itself.
+    """
+    queue: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
+    settings = app_state.settings  # type: ignore[attr-defined]
+    flow = asyncio.create_task(
+        answer_question(
+            request,
+            sessionmaker=app_state.database.sessionmaker,  # type: ignore[attr-defined]
+            embedder=get_embedder(settings),
+            settings=settings,
+            emit=queue.put,
+        ),
+        name=f"answer-{request.question_id}",
+    )
+    flow.add_done_callback(lambda _task: queue.put_nowait(None))
+    try:
+        while True:
+            try:
+                event = await asyncio.wait_for(queue.get(), timeout=keepalive_s)
+            except TimeoutError:
+                yield ": keep-alive\n\n"
+                continue
+            if event is None:
+                break
+            yield format_sse(event)
+        if flow.exception() is not None:
+            log.error("answer_flow_crashed", error=repr(flow.exception()))
+            yield format_sse(
+                StreamEvent("error", {"reason": "internal_error", "detail": "the answer failed"})
+            )
+    finally:
+        if not flow.done():
+            flow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flow
+
+
+@router.post(
+    "/questions",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "Events: question, context, token*, then done or error.",
+        },
+        403: {"description": "A document in document_ids is not readable"},
+        422: {"description": "Empty or too long question, top_k out of range"},
+        429: {"description": "Question rate limit"},
+    },
+)
+async def ask(
+    request: Request,
+    body: QuestionCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: EmployeeUser,
+) -> StreamingResponse:
+    """Ask a question; the answer streams with numbered citations (employee and up)."""
+    await request.app.state.rate_limits.enforce(request, RateScope.QUESTIONS, str(user.id))
+    reader = reader_of(user)
+    question, top_k, document_ids = await validate_question(
+        session,
+        question=body.question,
+        top_k=body.top_k,
+        document_ids=body.document_ids,
+        reader=reader,
+        settings=settings,
+    )
+    question_request = QuestionRequest(
+        question_id=uuid7(),
+        question=question,
+        top_k=top_k,
+        document_ids=document_ids,
+        reader=reader,
+        asker_id=user.id,
+        metadata=event_metadata(request, user),
+    )
+    return StreamingResponse(
+        sse_stream(question_request, request.app.state, settings.sse_keepalive_s),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.post("/search", response_model=SearchPublic)
+async def search(
+    request: Request,
+    body: SearchCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: EmployeeUser,
+) -> SearchPublic:
+    """Search the documents you may read, without asking the model (employee and up)."""
+    reader = reader_of(user)
+    query, top_k, _ids = await validate_question(
+        session,
+        question=body.query,
+        top_k=body.top_k,
+        document_ids=None,
+        reader=reader,
+        settings=settings,
+    )
+    embedder = get_embedder(settings)
+    vector, _cached = await embed_query(embedder, query, ttl_s=settings.query_embedding_cache_ttl_s)
+    result = await retrieve(
+        session,
+        query=query,
+        query_vector=vector,
+        reader=reader,
+        params=retrieval_params(settings, top_k),
+    )
+    search_id = uuid7()
+    await store.append(
+        session,
+        f"search-{search_id}",
+        [
+            SearchPerformed(
+                search_id=search_id,
+                query=query,
+                top_k=top_k,
+                chunk_ids=tuple(c.chunk_id for c in result.chunks),
+                searched_by=user.id,
+                removed_by_access_filter=result.removed_by_access_filter,
+            )
+        ],
+        expected_version=store.NO_STREAM,
+        metadata=event_metadata(request, user),
+    )
+    return SearchPublic(
+        search_id=search_id,
+        results=[
+            SearchHit(
+                chunk_id=c.chunk_id,
+                document_id=c.document_id,
+                title=c.title,
+                version=c.version,
+                heading_path=list(c.heading_path),
+                text=c.text,
+                score=c.fused_score,
+                similarity=c.similarity,
+                vector_rank=c.vector_rank,
+                text_rank=c.text_rank,
+            )
+            for c in result.chunks
+        ],
+    )
+
+
+@router.get("/answers/{answer_id}", response_model=AnswerPublic)
+async def get_answer(answer_id: uuid.UUID, session: SessionDep, user: EmployeeUser) -> AnswerPublic:
+    """An answer with its exact context and ledger positions (asker, auditors, admins)."""
+    p = await load_provenance(session, answer_id, reader_of(user))
+    return AnswerPublic(
+        answer_id=p.question_id,
+        question_id=p.question_id,
+        question=p.question,
+        asked_by=p.asked_by,
+        asked_at=p.asked_at,
+        status=p.status,
+        answer=p.answer,
+        failure_reason=p.failure_reason,
+        model=p.model,
+        usage=p.usage,
+        timings_ms=p.timings_ms,
+        citations=p.citations,
+        prompt_sha256=p.prompt_sha256,
+        prompt_verified=p.prompt_verified,
+        removed_by_access_filter=p.removed_by_access_filter,
+        retrieval_settings=p.retrieval_settings,
+        context=[ContextPublic(**block) for block in p.context],
+        feedback=p.feedback,
+        events=[
+            LedgerRef(
+                position=e.position,
+                event_type=e.event_type,
+                stream_id=e.stream_id,
+                recorded_at=e.recorded_at,
+                hash=e.hash.hex(),
+            )
+            for e in p.events
+        ],
+    )
+
+
+@router.post(
+    "/answers/{answer_id}/feedback", status_code=status.HTTP_201_CREATED, response_model=dict
+)
+async def give_feedback(
+    request: Request,
+    answer_id: uuid.UUID,
+    body: FeedbackCreate,
+    session: SessionDep,
+    user: EmployeeUser,
+) -> dict[str, str]:
+    """Say whether an answer helped (the asker only)."""
+    p = await load_provenance(session, answer_id, reader_of(user))
+    if p.asked_by != user.id:
+        raise PermissionDeniedError(
+            "only the asker can give feedback", reason="not_the_asker", user_id=user.id
+        )
+    if p.status == "pending":
+        raise ConflictError("the answer is not finished yet")
+    comment = " ".join(body.comment.replace("\x00", " ").split()) if body.comment else None
+    await store.append(
+        session,
+        question_stream(answer_id),
+        [AnswerFeedbackGiven(answer_id, body.helpful, comment or None, user.id)],
+        metadata=event_metadata(request, user),
+    )
+    return {"status": "recorded"}

@@ -1,0 +1,111 @@
+"""HTTP shapes of questions, answers, feedback and search."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class QuestionCreate(BaseModel):
+    """A question; the answer streams back as Server-Sent Events."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1, max_length=100_000)
+    top_k: int | None = Field(default=None, ge=1, le=100)
+    document_ids: list[uuid.UUID] | None = Field(default=None, max_length=100)
+
+
+class SearchCreate(BaseModel):
+    """A search over the documents you may read."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1, max_length=100_000)
+    top_k: int | None = Field(default=None, ge=1, le=100)
+
+
+class SearchHit(BaseModel):
+    """One chunk found by a search."""
+
+    chunk_id: uuid.UUID
+    document_id: uuid.UUID
+    title: str
+    version: int
+    heading_path: list[str]
+    text: str
+    score: float
+    similarity: float | None
+    vector_rank: int | None
+    text_rank: int | None
+
+
+class SearchPublic(BaseModel):
+    """Search results, best first."""
+
+    search_id: uuid.UUID
+    results: list[SearchHit]
+
+
+class FeedbackCreate(BaseModel):
+    """Whether an answer helped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    helpful: bool
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+class ContextPublic(BaseModel):
+    """A context block exactly as the model saw it, rebuilt from the ledger."""
+
+    n: int
+    chunk_id: uuid.UUID
+    document_id: uuid.UUID
+    version: int
+    title: str
+    heading_path: list[str]
+    text: str | None
+    text_sha256: str
+    text_verified: bool
+    vector_rank: int | None
+    text_rank: int | None
+    similarity: str | None
+    fused_score: str
+    chunked_at_position: int | None
+
+
+class LedgerRef(BaseModel):
+    """An event involved in the answer."""
+
+    position: int
+    event_type: str
+    stream_id: str
+    recorded_at: datetime
+    hash: str
+
+
+class AnswerPublic(BaseModel):
+    """A question, its answer and its full provenance."""
+
+    answer_id: uuid.UUID
+    question_id: uuid.UUID
+    question: str
+    asked_by: uuid.UUID
+    asked_at: datetime
+    status: str = Field(description="pending, answered, no_context or failed")
+    answer: str | None
+    failure_reason: str | None
+    model: str | None
+    usage: dict[str, int]
+    timings_ms: dict[str, int]
+    citations: list[int]
+    prompt_sha256: str | None
+    prompt_verified: bool | None
+    removed_by_access_filter: int | None
+    retrieval_settings: dict[str, str]
+    context: list[ContextPublic]
+    feedback: list[dict[str, object]]
+    events: list[LedgerRef]

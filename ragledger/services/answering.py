@@ -1,0 +1,461 @@
+"""Answer a question: record it, retrieve, stream the LLM's answer, record the outcome.
+
+The flow is several short transactions, never one held across slow work:
+QuestionAsked, then (after embedding and retrieval) ContextRetrieved, then (after the
+stream) AnswerGenerated or AnswerFailed. It emits `StreamEvent`s for the transport
+(SSE in the API, the terminal in the CLI) through a callback, so that a transport that
+goes away (a client disconnecting) cancels the flow, which then records what was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ragledger.core.settings import Settings
+from ragledger.events import store
+from ragledger.events.envelope import EventMetadata
+from ragledger.events.errors import WrongExpectedVersionError
+from ragledger.events.questions import (
+    AnswerFailed,
+    AnswerGenerated,
+    ContextChunk,
+    ContextRetrieved,
+    QuestionAsked,
+    question_stream,
+)
+from ragledger.models.documents import DocumentRow
+from ragledger.services.documents import Reader, readable_documents
+from ragledger.services.embedding import Embedder
+from ragledger.services.errors import InvalidInputError, PermissionDeniedError
+from ragledger.services.llm import CompletionStats, LLMError, stream_completion
+from ragledger.services.prompting import (
+    NO_CONTEXT_ANSWER,
+    ContextBlock,
+    build_prompt,
+    cited_numbers,
+)
+from ragledger.services.query_embedding import embed_query
+from ragledger.services.retrieval import RetrievalParams, RetrievedChunk, retrieve
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """One event for the asker: `question`, `context`, `token`, `done` or `error`."""
+
+    name: str
+    data: dict[str, Any]
+
+
+type Emit = Callable[[StreamEvent], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class QuestionRequest:
+    """A validated question and who asks it."""
+
+    question_id: uuid.UUID
+    question: str
+    top_k: int
+    document_ids: tuple[uuid.UUID, ...]
+    reader: Reader
+    asker_id: uuid.UUID
+    metadata: EventMetadata
+
+
+@dataclass(slots=True)
+class _Progress:
+    sent: list[str] = field(default_factory=list)
+    prompt_sha256: str | None = None
+    timings: dict[str, int] = field(default_factory=dict)
+    finished: bool = False
+    # The question stream's version after our last append: the terminal event is
+    # appended with it as expected_version, so a question gets exactly one outcome
+    # even when a disconnect races the final append.
+    version: int = 0
+
+
+def retrieval_params(settings: Settings, top_k: int) -> RetrievalParams:
+    """The retrieval knobs for one question."""
+    return RetrievalParams(
+        top_k=top_k,
+        candidates=max(settings.retrieval_candidates, top_k),
+        rrf_k=settings.rrf_k,
+        min_similarity=settings.min_similarity,
+        ef_search=settings.hnsw_ef_search,
+        max_scan_tuples=settings.hnsw_max_scan_tuples,
+    )
+
+
+async def validate_question(
+    session: AsyncSession,
+    *,
+    question: str,
+    top_k: int | None,
+    document_ids: Sequence[uuid.UUID] | None,
+    reader: Reader,
+    settings: Settings,
+) -> tuple[str, int, tuple[uuid.UUID, ...]]:
+    """Clean and check a question before anything is recorded (422, 403)."""
+    cleaned = " ".join(question.replace("\x00", " ").split())
+    if not cleaned:
+        raise InvalidInputError("the question is empty")
+    if len(cleaned) > settings.question_max_chars:
+        raise InvalidInputError(
+            f"the question is longer than {settings.question_max_chars} characters"
+        )
+    k = settings.top_k_default if top_k is None else top_k
+    if not 1 <= k <= settings.top_k_max:
+        raise InvalidInputError(f"top_k must be between 1 and {settings.top_k_max}")
+    ids = tuple(dict.fromkeys(document_ids or ()))
+    if ids:
+        readable = set(
+            (
+                await session.scalars(
+                    readable_documents(reader)
+                    .where(DocumentRow.document_id.in_(ids))
+                    .with_only_columns(DocumentRow.document_id)
+                )
+            ).all()
+        )
+        if set(ids) - readable:
+            raise PermissionDeniedError(
+                "you may not read some of the documents named in document_ids",
+                reason="document_not_readable",
+                user_id=reader.user_id,
+            )
+    return cleaned, k, ids
+
+
+async def _append(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    request: QuestionRequest,
+    progress: _Progress,
+    event: object,
+) -> None:
+    async with sessionmaker() as session, session.begin():
+        recorded = await store.append(
+            session,
+            question_stream(request.question_id),
+            [event],
+            expected_version=progress.version,
+            metadata=request.metadata,
+        )
+    progress.version = recorded[0].stream_version
+
+
+def _context_chunks(chunks: Sequence[RetrievedChunk]) -> tuple[ContextChunk, ...]:
+    return tuple(
+        ContextChunk(
+            n=n,
+            chunk_id=c.chunk_id,
+            document_id=c.document_id,
+            version=c.version,
+            chunk_index=c.chunk_index,
+            title=c.title,
+            heading_path=c.heading_path,
+            text_sha256=c.text_sha256,
+            vector_rank=c.vector_rank,
+            text_rank=c.text_rank,
+            similarity=None if c.similarity is None else f"{c.similarity:.6f}",
+            fused_score=f"{c.fused_score:.9f}",
+        )
+        for n, c in enumerate(chunks, start=1)
+    )
+
+
+async def answer_question(
+    request: QuestionRequest,
+    *,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    embedder: Embedder,
+    settings: Settings,
+    emit: Emit,
+) -> None:
+    """Run the whole flow, emitting events; always ends the question in the ledger.
+
+    Cancellation (the asker went away) records AnswerFailed `client_disconnected` with
+    the text sent so far, then re-raises.
+    """
+    progress = _Progress()
+    started = time.perf_counter()
+    model = settings.llm_model
+    await _append(
+        sessionmaker,
+        request,
+        progress,
+        QuestionAsked(
+            question_id=request.question_id,
+            question=request.question,
+            top_k=request.top_k,
+            document_ids=request.document_ids,
+            asked_by=request.asker_id,
+            role=request.reader.role,
+            groups=request.reader.groups,
+        ),
+    )
+    try:
+        await emit(StreamEvent("question", {"question_id": str(request.question_id)}))
+        await _run(request, progress, sessionmaker, embedder, settings, emit, started)
+    except asyncio.CancelledError:
+        if not progress.finished:
+            await asyncio.shield(
+                _record_failure(
+                    sessionmaker,
+                    request,
+                    progress,
+                    model,
+                    "client_disconnected",
+                    "the client disconnected before the answer was complete",
+                    started,
+                )
+            )
+        raise
+    except LLMError as exc:
+        await _record_failure(
+            sessionmaker, request, progress, model, exc.reason, exc.detail, started
+        )
+        await emit(StreamEvent("error", {"reason": exc.reason, "detail": exc.detail}))
+    except Exception as exc:
+        log.exception("answer_failed_unexpectedly", question_id=str(request.question_id))
+        await _record_failure(
+            sessionmaker, request, progress, model, "internal_error", type(exc).__name__, started
+        )
+        await emit(
+            StreamEvent("error", {"reason": "internal_error", "detail": "the answer failed"})
+        )
+
+
+async def _record_failure(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    request: QuestionRequest,
+    progress: _Progress,
+    model: str,
+    reason: str,
+    detail: str,
+    started: float,
+) -> None:
+    if progress.finished:
+        return
+    progress.timings["total_ms"] = round((time.perf_counter() - started) * 1000)
+    try:
+        await _append(
+            sessionmaker,
+            request,
+            progress,
+            AnswerFailed(
+                question_id=request.question_id,
+                reason=reason,
+                detail=detail,
+                partial_answer="".join(progress.sent),
+                model=model,
+                prompt_sha256=progress.prompt_sha256,
+                timings_ms=dict(progress.timings),
+            ),
+        )
+    except WrongExpectedVersionError:
+        # The answer was recorded complete just before the failure: it stands.
+        return
+    progress.finished = True
+    log.info("answer_failed", question_id=str(request.question_id), reason=reason)
+
+
+async def _run(
+    request: QuestionRequest,
+    progress: _Progress,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    embedder: Embedder,
+    settings: Settings,
+    emit: Emit,
+    started: float,
+) -> None:
+    params = retrieval_params(settings, request.top_k)
+    t0 = time.perf_counter()
+    vector, cached = await embed_query(
+        embedder, request.question, ttl_s=settings.query_embedding_cache_ttl_s
+    )
+    progress.timings["embed_ms"] = round((time.perf_counter() - t0) * 1000)
+    async with sessionmaker() as session, session.begin():
+        result = await retrieve(
+            session,
+            query=request.question,
+            query_vector=vector,
+            reader=request.reader,
+            params=params,
+            document_ids=request.document_ids or None,
+        )
+    progress.timings.update(
+        vector_ms=round(result.vector_ms),
+        fulltext_ms=round(result.fulltext_ms),
+        fusion_ms=round(result.fusion_ms),
+        retrieval_ms=round((time.perf_counter() - t0) * 1000),
+    )
+    chunks = _context_chunks(result.chunks)
+    await _append(
+        sessionmaker,
+        request,
+        progress,
+        ContextRetrieved(
+            question_id=request.question_id,
+            chunks=chunks,
+            embedding_model=embedder.info.name,
+            settings={
+                "top_k": str(params.top_k),
+                "candidates": str(params.candidates),
+                "rrf_k": str(params.rrf_k),
+                "min_similarity": str(params.min_similarity),
+                "hnsw_ef_search": str(params.ef_search),
+                "hnsw_max_scan_tuples": str(params.max_scan_tuples),
+                "query_embedding_cached": str(cached).lower(),
+            },
+            candidates_considered=result.candidates_considered,
+            removed_by_access_filter=result.removed_by_access_filter,
+            timings_ms=dict(progress.timings),
+        ),
+    )
+    await emit(
+        StreamEvent(
+            "context",
+            {
+                "citations": [
+                    {
+                        "n": c.n,
+                        "chunk_id": str(c.chunk_id),
+                        "document_id": str(c.document_id),
+                        "title": c.title,
+                        "version": c.version,
+                        "heading_path": list(c.heading_path),
+                        "score": c.fused_score,
+                    }
+                    for c in chunks
+                ]
+            },
+        )
+    )
+
+    if not result.chunks:
+        # Nothing relevant and readable: say so plainly, without calling the model.
+        progress.sent.append(NO_CONTEXT_ANSWER)
+        await emit(StreamEvent("token", {"text": NO_CONTEXT_ANSWER}))
+        await _finish(
+            request,
+            progress,
+            sessionmaker,
+            emit,
+            started,
+            answer=NO_CONTEXT_ANSWER,
+            model="none",
+            citations=(),
+            stats=None,
+        )
+        return
+
+    prompt = build_prompt(
+        request.question,
+        [
+            ContextBlock(n, c.title, c.version, c.heading_path, c.text)
+            for n, c in enumerate(result.chunks, start=1)
+        ],
+    )
+    progress.prompt_sha256 = prompt.sha256
+    stats = CompletionStats(model=settings.llm_model)
+    async for delta in stream_completion(prompt.messages, settings, stats):
+        progress.sent.append(delta)
+        await emit(StreamEvent("token", {"text": delta}))
+    answer = "".join(progress.sent)
+    if not answer.strip():
+        raise LLMError("empty_answer", "the language model returned an empty answer")
+    progress.timings["ttft_ms"] = round(stats.ttft_ms or 0)
+    progress.timings["llm_ms"] = round(stats.total_ms)
+    await _finish(
+        request,
+        progress,
+        sessionmaker,
+        emit,
+        started,
+        answer=answer,
+        model=settings.llm_model,
+        citations=cited_numbers(answer, len(result.chunks)),
+        stats=stats,
+    )
+
+
+async def _finish(
+    request: QuestionRequest,
+    progress: _Progress,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    emit: Emit,
+    started: float,
+    *,
+    answer: str,
+    model: str,
+    citations: tuple[int, ...],
+    stats: CompletionStats | None,
+) -> None:
+    progress.timings["total_ms"] = round((time.perf_counter() - started) * 1000)
+    usage = {
+        "prompt_tokens": stats.prompt_tokens if stats else 0,
+        "completion_tokens": stats.completion_tokens if stats else 0,
+    }
+    # Shielded: a disconnect arriving now must not leave the final append half done.
+    await asyncio.shield(
+        _append(
+            sessionmaker,
+            request,
+            progress,
+            AnswerGenerated(
+                question_id=request.question_id,
+                answer=answer,
+                model=model,
+                prompt_sha256=progress.prompt_sha256,
+                citations=citations,
+                usage=usage,
+                timings_ms=dict(progress.timings),
+                no_context=stats is None,
+            ),
+        )
+    )
+    progress.finished = True
+    log.info(
+        "answer_generated",
+        question_id=str(request.question_id),
+        model=model,
+        citations=len(citations),
+        **progress.timings,
+    )
+    await emit(
+        StreamEvent(
+            "done",
+            {
+                "answer_id": str(request.question_id),
+                "usage": usage,
+                "timings_ms": dict(progress.timings),
+                "citations": list(citations),
+            },
+        )
+    )
+
+
+async def readable_document_ids(session: AsyncSession, reader: Reader) -> list[uuid.UUID]:
+    """Ids of every document the reader may read (for tests and the CLI)."""
+    return list(
+        (
+            await session.scalars(
+                select(DocumentRow.document_id).where(
+                    DocumentRow.document_id.in_(
+                        readable_documents(reader).with_only_columns(DocumentRow.document_id)
+                    )
+                )
+            )
+        ).all()
+    )

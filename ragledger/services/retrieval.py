@@ -1,0 +1,274 @@
+"""Hybrid retrieval under access control: pgvector HNSW + PostgreSQL full text, fused by RRF.
+
+Both retrievers filter to chunks the reader may read *inside* the query, so a chunk the
+reader may not see never leaves the database. pgvector 0.8's iterative index scan keeps
+the HNSW search going when a restrictive filter removes most neighbours, so a reader in
+a small group still gets `top_k` rows.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import structlog
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ragledger.services.documents import Reader
+from ragledger.services.rank_fusion import reciprocal_rank_fusion
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RetrievalParams:
+    """How retrieval runs (recorded with every ContextRetrieved)."""
+
+    top_k: int
+    candidates: int
+    rrf_k: int
+    min_similarity: float
+    ef_search: int
+    max_scan_tuples: int
+
+
+@dataclass(frozen=True, slots=True)
+class RetrievedChunk:
+    """A chunk chosen for the context, with where it came from and why."""
+
+    chunk_id: uuid.UUID
+    document_id: uuid.UUID
+    version: int
+    chunk_index: int
+    title: str
+    heading_path: tuple[str, ...]
+    text: str
+    text_sha256: str
+    vector_rank: int | None
+    text_rank: int | None
+    similarity: float | None
+    fused_score: float
+
+
+@dataclass(frozen=True, slots=True)
+class RetrievalResult:
+    """The chunks, how many candidates the access filter removed, and timings."""
+
+    chunks: tuple[RetrievedChunk, ...]
+    candidates_considered: int
+    removed_by_access_filter: int
+    vector_ms: float
+    fulltext_ms: float
+    fusion_ms: float
+
+
+def _filters(reader: Reader, document_ids: Sequence[uuid.UUID] | None) -> tuple[str, dict]:
+    clauses = ["c.searchable"]
+    params: dict[str, object] = {}
+    if not reader.sees_everything:
+        clauses.append("(c.access_groups = '{}' OR c.access_groups && CAST(:groups AS text[]))")
+        params["groups"] = list(reader.groups)
+    if document_ids:
+        clauses.append("c.document_id = ANY(CAST(:document_ids AS uuid[]))")
+        params["document_ids"] = list(document_ids)
+    return " AND ".join(clauses), params
+
+
+def vector_literal(vector: np.ndarray) -> str:
+    """pgvector's text form of a float32 vector (exact: repr of each float)."""
+    return "[" + ",".join(repr(float(x)) for x in vector) + "]"
+
+
+async def configure_hnsw(session: AsyncSession, params: RetrievalParams) -> None:
+    """Per-transaction HNSW settings: search breadth and iterative scans."""
+    await session.execute(
+        text(
+            "SELECT set_config('hnsw.ef_search', :ef, true), "
+            "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+            "set_config('hnsw.max_scan_tuples', :max_tuples, true)"
+        ),
+        {"ef": str(params.ef_search), "max_tuples": str(params.max_scan_tuples)},
+    )
+
+
+async def vector_candidates(
+    session: AsyncSession,
+    query_vector: np.ndarray,
+    reader: Reader,
+    *,
+    limit: int,
+    document_ids: Sequence[uuid.UUID] | None = None,
+) -> list[tuple[uuid.UUID, float]]:
+    """(chunk_id, cosine similarity) of the nearest readable chunks, nearest first."""
+    where, params = _filters(reader, document_ids)
+    # relaxed_order may return rows slightly out of order: the outer query re-sorts
+    # (pgvector's documented pattern, with the inner result materialized).
+    rows = await session.execute(
+        text(
+            f"""
+            WITH nearest AS MATERIALIZED (
+                SELECT c.chunk_id, c.embedding <=> CAST(:q AS vector) AS distance
+                FROM chunks AS c
+                WHERE {where} AND c.embedding IS NOT NULL
+                ORDER BY c.embedding <=> CAST(:q AS vector)
+                LIMIT :limit
+            )
+            SELECT chunk_id, 1 - distance AS similarity FROM nearest ORDER BY distance
+            """  # noqa: S608  (the WHERE clause is built from constants; values are bound)
+        ),
+        {"q": vector_literal(query_vector), "limit": limit, **params},
+    )
+    return [(row.chunk_id, float(row.similarity)) for row in rows]
+
+
+async def text_candidates(
+    session: AsyncSession,
+    query: str,
+    reader: Reader,
+    *,
+    limit: int,
+    document_ids: Sequence[uuid.UUID] | None = None,
+) -> list[uuid.UUID]:
+    """chunk_ids of readable chunks matching the words of `query`, best first."""
+    where, params = _filters(reader, document_ids)
+    rows = await session.execute(
+        text(
+            f"""
+            SELECT c.chunk_id
+            FROM chunks AS c, websearch_to_tsquery('english', :query) AS q
+            WHERE {where} AND c.tsv @@ q
+            ORDER BY ts_rank_cd(c.tsv, q) DESC, c.chunk_id
+            LIMIT :limit
+            """  # noqa: S608  (the WHERE clause is built from constants; values are bound)
+        ),
+        {"query": query, "limit": limit, **params},
+    )
+    return [row.chunk_id for row in rows]
+
+
+async def count_filtered_out(
+    session: AsyncSession,
+    query_vector: np.ndarray,
+    query: str,
+    reader: Reader,
+    *,
+    limit: int,
+) -> int:
+    """How many of the unfiltered top candidates the reader may not read (for the record)."""
+    if reader.sees_everything:
+        return 0
+    value = await session.scalar(
+        text(
+            """
+            WITH v AS (
+                SELECT c.chunk_id, c.access_groups FROM chunks AS c
+                WHERE c.searchable AND c.embedding IS NOT NULL
+                ORDER BY c.embedding <=> CAST(:q AS vector) LIMIT :limit
+            ), t AS (
+                SELECT c.chunk_id, c.access_groups
+                FROM chunks AS c, websearch_to_tsquery('english', :query) AS q
+                WHERE c.searchable AND c.tsv @@ q
+                ORDER BY ts_rank_cd(c.tsv, q) DESC LIMIT :limit
+            )
+            SELECT count(DISTINCT chunk_id) FROM (SELECT * FROM v UNION ALL SELECT * FROM t) AS x
+            WHERE NOT (x.access_groups = '{}' OR x.access_groups && CAST(:groups AS text[]))
+            """
+        ),
+        {
+            "q": vector_literal(query_vector),
+            "query": query,
+            "limit": limit,
+            "groups": list(reader.groups),
+        },
+    )
+    return int(value or 0)
+
+
+async def retrieve(
+    session: AsyncSession,
+    *,
+    query: str,
+    query_vector: np.ndarray,
+    reader: Reader,
+    params: RetrievalParams,
+    document_ids: Sequence[uuid.UUID] | None = None,
+) -> RetrievalResult:
+    """Top `params.top_k` relevant readable chunks by RRF of vector and full-text ranks."""
+    await configure_hnsw(session, params)
+    started = time.perf_counter()
+    vector_hits = await vector_candidates(
+        session, query_vector, reader, limit=params.candidates, document_ids=document_ids
+    )
+    vector_ms = (time.perf_counter() - started) * 1000
+    started = time.perf_counter()
+    text_hits = await text_candidates(
+        session, query, reader, limit=params.candidates, document_ids=document_ids
+    )
+    fulltext_ms = (time.perf_counter() - started) * 1000
+
+    started = time.perf_counter()
+    similarity = dict(vector_hits)
+    text_matched = set(text_hits)
+    fused = [
+        f
+        for f in reciprocal_rank_fusion(
+            [[chunk_id for chunk_id, _ in vector_hits], text_hits], k=params.rrf_k
+        )
+        # Relevant: close enough in meaning, or sharing words with the question.
+        if f.key in text_matched or similarity.get(f.key, -1.0) >= params.min_similarity
+    ][: params.top_k]
+    fusion_ms = (time.perf_counter() - started) * 1000
+
+    details = {}
+    if fused:
+        rows = await session.execute(
+            text(
+                "SELECT chunk_id, document_id, version, chunk_index, title, heading_path, text, "
+                "text_sha256 FROM chunks WHERE chunk_id = ANY(CAST(:ids AS uuid[]))"
+            ),
+            {"ids": [f.key for f in fused]},
+        )
+        details = {row.chunk_id: row for row in rows}
+    removed = await count_filtered_out(
+        session, query_vector, query, reader, limit=params.candidates
+    )
+    chunks = tuple(
+        RetrievedChunk(
+            chunk_id=f.key,
+            document_id=details[f.key].document_id,
+            version=details[f.key].version,
+            chunk_index=details[f.key].chunk_index,
+            title=details[f.key].title,
+            heading_path=tuple(details[f.key].heading_path),
+            text=details[f.key].text,
+            text_sha256=details[f.key].text_sha256,
+            vector_rank=f.ranks[0],
+            text_rank=f.ranks[1],
+            similarity=similarity.get(f.key),
+            fused_score=f.score,
+        )
+        for f in fused
+        if f.key in details
+    )
+    log.info(
+        "retrieval",
+        vector_ms=round(vector_ms, 2),
+        fulltext_ms=round(fulltext_ms, 2),
+        fusion_ms=round(fusion_ms, 3),
+        vector_hits=len(vector_hits),
+        text_hits=len(text_hits),
+        returned=len(chunks),
+        removed_by_access_filter=removed,
+    )
+    return RetrievalResult(
+        chunks=chunks,
+        candidates_considered=len(set(similarity) | text_matched),
+        removed_by_access_filter=removed,
+        vector_ms=vector_ms,
+        fulltext_ms=fulltext_ms,
+        fusion_ms=fusion_ms,
+    )
