@@ -301,3 +301,81 @@ def ingest(
         )
 
     raise typer.Exit(code=_with_database(work))
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    as_email: Annotated[str, typer.Option("--as", help="Ask as this account (its access).")],
+    top_k: Annotated[int | None, typer.Option(help="Context chunks (default: setting).")] = None,
+) -> None:
+    """Ask a question as a user; the answer streams to the terminal, then its citations."""
+    from ragledger.core.ids import uuid7
+    from ragledger.services import users as users_service
+    from ragledger.services.answering import (
+        QuestionRequest,
+        StreamEvent,
+        answer_question,
+        validate_question,
+    )
+    from ragledger.services.documents import Reader
+    from ragledger.services.embedding import get_embedder
+    from ragledger.services.errors import DomainError
+
+    settings = _settings()
+    citations: list[dict[str, object]] = []
+    outcome: dict[str, object] = {}
+
+    async def emit(event: StreamEvent) -> None:
+        if event.name == "token":
+            sys.stdout.write(str(event.data["text"]))
+            sys.stdout.flush()
+        elif event.name == "context":
+            citations.extend(event.data["citations"])  # type: ignore[arg-type]
+        elif event.name in ("done", "error"):
+            outcome.update(name=event.name, **event.data)
+
+    async def work(database: Database) -> None:
+        async with database.sessionmaker() as session:
+            user = await users_service.get_by_email(session, as_email)
+            if user is None or not user.is_active:
+                _fail(f"error: no active user with email {as_email}")
+            reader = Reader(user.id, user.role, tuple(user.groups or ()))
+            text, k, ids = await validate_question(
+                session,
+                question=question,
+                top_k=top_k,
+                document_ids=None,
+                reader=reader,
+                settings=settings,
+            )
+        request = QuestionRequest(
+            question_id=uuid7(),
+            question=text,
+            top_k=k,
+            document_ids=ids,
+            reader=reader,
+            asker_id=user.id,
+            metadata=EventMetadata(
+                actor_id=str(user.id), actor_role=user.role, user_agent="ragledger-cli"
+            ),
+        )
+        await answer_question(
+            request,
+            sessionmaker=database.sessionmaker,
+            embedder=get_embedder(settings),
+            settings=settings,
+            emit=emit,
+        )
+
+    try:
+        _with_database(work)
+    except DomainError as exc:
+        _fail(f"error: {exc.detail}")
+    sys.stdout.write("\n\n")
+    for c in citations:
+        path = " > ".join(c["heading_path"])  # type: ignore[arg-type]
+        typer.echo(f"[{c['n']}] {c['title']} (version {c['version']}) {path}".rstrip())
+    if outcome.get("name") == "error":
+        _fail(f"error: {outcome.get('detail')}")
+    typer.echo(f"answer id: {outcome.get('answer_id')}")

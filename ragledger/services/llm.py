@@ -8,6 +8,7 @@ error event instead of a stream that never closes.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -23,6 +24,19 @@ from ragledger.core.settings import Settings
 
 log = structlog.get_logger(__name__)
 litellm.suppress_debug_info = True
+
+
+def _quiet_litellm_loggers() -> None:
+    # litellm attaches its own stdout handlers at import (INFO lines per call); route its
+    # warnings through our logging instead, and keep its chatter out of the CLI's output.
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
+        logger.setLevel(logging.WARNING)
+
+
+_quiet_litellm_loggers()
 
 
 class LLMError(Exception):

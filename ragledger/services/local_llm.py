@@ -836,7 +836,9 @@ def generation_params(optional_params: Mapping[str, Any]) -> GenerationParams:
         raise LocalLLMRequestError(f"{LOCAL_LLM_MODEL} does not support {', '.join(refused)}")
     if optional_params.get("n") not in (None, 1):
         raise LocalLLMRequestError(f"{LOCAL_LLM_MODEL} generates one choice (n=1)")
-    max_tokens = optional_params.get("max_tokens") or optional_params.get("max_completion_tokens")
+    max_tokens = optional_params.get("max_tokens")
+    if max_tokens is None:
+        max_tokens = optional_params.get("max_completion_tokens")
     temperature = optional_params.get("temperature")
     top_p = optional_params.get("top_p")
     seed = optional_params.get("seed")

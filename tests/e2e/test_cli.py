@@ -154,3 +154,36 @@ async def test_ingest_a_folder_waits_for_indexing_and_reports_each_file(
         ("hours.txt", "indexed", ["hr"]),
         ("onboarding.md", "indexed", ["hr"]),
     ]
+
+
+async def test_ask_streams_the_answer_then_the_citations(
+    db, settings, database_url: str, tmp_path: Path, fake_openai
+) -> None:
+    from tests.e2e.conftest import make_account
+    from tests.e2e.test_documents import drain
+    from tests.e2e.test_questions import LEAVE
+
+    await make_account(db, "hana@example.com", "employee", ("hr",))
+    (tmp_path / "leave.md").write_bytes(LEAVE)
+    env = _env(
+        DATABASE_URL=database_url,
+        RAGLEDGER_DATA_DIR=str(tmp_path / "data"),
+        LLM_MODEL="openai/fake-chat",
+        LLM_API_BASE=fake_openai.base_url,
+        LLM_API_KEY=fake_openai.api_key,
+    )
+    assert (
+        await _run("ingest", "leave.md", "--group", "hr", env=env, cwd=tmp_path)
+    ).returncode == 0
+    fake_openai.chat.answer = "Thirty days [1]."
+    result = await _run(
+        "ask", "How many days of annual leave?", "--as", "hana@example.com", env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Thirty days [1].")
+    assert "[1] leave (version 1) Leave policy > Annual leave" in result.stdout
+    assert "answer id: " in result.stdout
+    unknown = await _run("ask", "x?", "--as", "nobody@example.com", env=env)
+    assert unknown.returncode == 1
+    assert "no active user" in unknown.stderr
+    await drain(db, settings)
