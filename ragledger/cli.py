@@ -23,11 +23,13 @@ app = typer.Typer(help="ragledger: event-sourced, audit-first RAG platform.", no
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The event ledger.", no_args_is_help=True)
 projections_app = typer.Typer(help="Projections and reactors.", no_args_is_help=True)
+audit_app = typer.Typer(help="Exports for auditors.", no_args_is_help=True)
 users_app = typer.Typer(help="Accounts (the way the first admin is made).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(projections_app, name="projections")
 app.add_typer(users_app, name="users")
+app.add_typer(audit_app, name="audit")
 
 
 def _settings() -> Settings:
@@ -114,19 +116,32 @@ def db_upgrade() -> None:
 
 
 @ledger_app.command("verify")
-def ledger_verify() -> None:
-    """Recompute the hash chain from genesis; exit 1 naming the first broken position."""
-    from ragledger.services.ledger_verification import verify_chain
+def ledger_verify(
+    incremental: Annotated[
+        bool, typer.Option(help="Start from the last trusted signed digest, not genesis.")
+    ] = False,
+) -> None:
+    """Recompute the hash chain; exit 1 naming the first broken position. Recorded."""
+    from ragledger.services.ledger_audit import run_verification
+    from ragledger.services.signing import DigestSigner
+
+    settings = _settings()
 
     async def work(database: Database):  # noqa: ANN202
-        async with database.sessionmaker() as session:
-            return await verify_chain(session)
+        signer = DigestSigner.load(
+            settings.data_dir,
+            settings.signing_key.get_secret_value() if settings.signing_key else None,
+        )
+        return await run_verification(
+            database.sessionmaker, signer, full=not incremental, metadata=_cli_metadata()
+        )
 
-    result = _with_database(work)
+    run = _with_database(work)
+    result = run.result
     if result.valid:
         typer.echo(
             f"ledger intact: {result.checked} events, head {result.head_position} "
-            f"{result.head_hash.hex()}"
+            f"{result.head_hash.hex()} (from position {run.from_position})"
         )
         return
     typer.echo(
@@ -379,3 +394,41 @@ def ask(
     if outcome.get("name") == "error":
         _fail(f"error: {outcome.get('detail')}")
     typer.echo(f"answer id: {outcome.get('answer_id')}")
+
+
+@audit_app.command("export")
+def audit_export(
+    out: Annotated[Path, typer.Option(help="File to write the JSON Lines to.")],
+    from_position: Annotated[int | None, typer.Option("--from", min=1)] = None,
+    to_position: Annotated[int | None, typer.Option("--to", min=1)] = None,
+) -> None:
+    """Export the ledger as JSON Lines ending with a signed digest (as GET /audit/export)."""
+    from ragledger.services.errors import DomainError
+    from ragledger.services.ledger_audit import export_lines, export_range
+    from ragledger.services.signing import DigestSigner
+
+    settings = _settings()
+
+    async def work(database: Database) -> int:
+        signer = DigestSigner.load(
+            settings.data_dir,
+            settings.signing_key.get_secret_value() if settings.signing_key else None,
+        )
+        async with database.sessionmaker() as session:
+            first, last = await export_range(session, from_position, to_position)
+        count = 0
+        with out.open("w", encoding="utf-8") as handle:
+            async for line in export_lines(
+                database.sessionmaker, signer, first=first, last=last, metadata=_cli_metadata()
+            ):
+                handle.write(line)
+                count += 1
+        typer.echo(
+            f"exported positions {first}..{last} to {out}; public key {signer.public_key_b64()}"
+        )
+        return count
+
+    try:
+        _with_database(work)
+    except DomainError as exc:
+        _fail(f"error: {exc.detail}")

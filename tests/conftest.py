@@ -93,6 +93,9 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         data_dir=tmp_path / "data",
         redis_url=os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"),
         redis_key_prefix=f"ragledger-test:{uuid.uuid4().hex[:8]}:",
+        # Loading the local LLM costs tens of seconds of CPU: only the test that uses it
+        # pays, at its first question.
+        llm_warm_up=False,
         environment="test",
         runner_poll_interval_s=0.2,
         runner_backoff_initial_s=0.05,

@@ -26,19 +26,33 @@ from ragledger.api.rate_limits import (
     rate_limit_exceeded_handler,
 )
 from ragledger.api.request_context import event_metadata
-from ragledger.api.routes import admin_users, auth, documents, health, questions, users
+from ragledger.api.routes import (
+    admin_anomalies,
+    admin_users,
+    audit_ledger,
+    audit_views,
+    auth,
+    documents,
+    health,
+    questions,
+    users,
+)
 from ragledger.api.security_headers import SecurityHeadersMiddleware, add_cors, docs_paths_of
 from ragledger.core.embedded_postgres import release_embedded_postgres
 from ragledger.core.logging import configure_logging
-from ragledger.core.runtime import open_database
+from ragledger.core.runtime import Database, open_database
 from ragledger.core.settings import Settings, get_settings
 from ragledger.events.access import RateLimitExceeded
+from ragledger.events.envelope import EventMetadata
 from ragledger.projections.registry import all_subscribers
 from ragledger.projections.runner import RunnerConfig, SubscriberRunner
 from ragledger.schemas.users import FastAPIUsersCreate, FastAPIUsersRead
 from ragledger.services.embedding import close_embedders
+from ragledger.services.ledger_audit import sign_if_due
+from ragledger.services.local_llm import close_local_llm, get_local_llm, register_local_llm
 from ragledger.services.mail import Mailer
 from ragledger.services.security_events import record_security_event
+from ragledger.services.signing import DigestSigner
 from ragledger.services.token_revocation import create_token_revocations
 from ragledger.services.tokens import TokenService
 
@@ -68,6 +82,10 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
         app.state.settings = settings
         app.state.database = database
         app.state.mailer = Mailer(settings)
+        app.state.signer = DigestSigner.load(
+            settings.data_dir,
+            settings.signing_key.get_secret_value() if settings.signing_key else None,
+        )
         app.state.tokens = TokenService(
             secret=settings.resolved_secret_key(),
             lifetime_s=settings.access_token_lifetime_s,
@@ -91,6 +109,15 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
                 database.engine, all_subscribers(settings), runner_config(settings)
             )
             runner_task = asyncio.create_task(runner.run(), name="subscriber-runner")
+            digests_task = asyncio.create_task(
+                scheduled_digests(database, app.state.signer, settings), name="scheduled-digests"
+            )
+        warm_llm: asyncio.Task[None] | None = None
+        if settings.llm_model.startswith("ragledger-local/") and settings.llm_warm_up:
+            # The first load dequantizes the GGUF (about half a minute on 2 cores, then
+            # cached in the data dir); do it now rather than in the first question.
+            register_local_llm(settings)
+            warm_llm = asyncio.create_task(get_local_llm(settings).warm_up(), name="llm-warm-up")
         log.info("app_started", runner=run_subscribers)
         try:
             yield
@@ -98,6 +125,14 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
             if runner is not None and runner_task is not None:
                 runner.stop()
                 await runner_task
+                digests_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await digests_task
+            if warm_llm is not None:
+                warm_llm.cancel()
+                with contextlib.suppress(BaseException):
+                    await warm_llm
+                await close_local_llm()
             if cache_redis is not None:
                 await cache_redis.aclose()
             await close_embedders()
@@ -138,8 +173,11 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
         )
     api.include_router(users.router)
     api.include_router(admin_users.router)
+    api.include_router(admin_anomalies.router)
     api.include_router(documents.router)
     api.include_router(questions.router)
+    api.include_router(audit_ledger.router)
+    api.include_router(audit_views.router)
     app.include_router(api)
     add_pagination(app)
 
@@ -155,6 +193,24 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
     app.add_middleware(RequestContextMiddleware)
     add_cors(app, settings.cors_origins)
     return app
+
+
+async def scheduled_digests(database: Database, signer: DigestSigner, settings: Settings) -> None:
+    """Sign the ledger head once per DIGEST_INTERVAL_S (checked hourly, one process signs)."""
+    metadata = EventMetadata(actor_id="system:digests", actor_role="system")
+    while True:
+        try:
+            digest = await sign_if_due(
+                database.sessionmaker,
+                signer,
+                interval_s=settings.digest_interval_s,
+                metadata=metadata,
+            )
+            if digest is not None:
+                log.info("digest_signed", position=digest.position, key_id=digest.key_id)
+        except Exception as exc:  # noqa: BLE001  (retried at the next tick)
+            log.warning("digest_schedule_failed", error=repr(exc))
+        await asyncio.sleep(min(3600, settings.digest_interval_s / 4))
 
 
 async def record_rate_limit_exceeded(

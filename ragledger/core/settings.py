@@ -47,6 +47,14 @@ class Settings(BaseSettings):
         default="ragledger:",
         description="Namespace of every Redis key, so that several deployments can share one.",
     )
+    signing_key: SecretStr | None = Field(
+        default=None,
+        description="Ed25519 private key (PEM) for signed digests. Unset: generated once "
+        "into data_dir/signing_key.pem.",
+    )
+    # One signed digest a day gives auditors a fixed point to compare against; the
+    # scheduler checks hourly and signs when the last digest is older than this.
+    digest_interval_s: int = Field(default=86_400, ge=60)
     secret_key: SecretStr | None = Field(
         default=None,
         description="Signs tokens. Unset: generated once and kept in data_dir/secret_key.",
@@ -106,9 +114,10 @@ class Settings(BaseSettings):
     embedding_dimensions: int = Field(
         default=384, description="Vector size of the chunks table; changing it needs a migration."
     )
-    # 32 texts per forward pass: on 2 CPU cores larger batches gain little and cost
-    # latency for the API sharing the process (see bench/ingest.py).
-    embedding_batch_size: int = Field(default=32, ge=1, le=1024)
+    # Texts per forward pass. On 2 CPU cores smaller batches were faster per text (8:
+    # 13.6 texts/s, 32: 10.5, 64: 8.8 in bench/ingest.py): less padding to the longest
+    # text of the batch; a GPU wants larger batches.
+    embedding_batch_size: int = Field(default=8, ge=1, le=1024)
     torch_threads: int = Field(default=0, ge=0, description="0: torch's default.")
     # all-MiniLM-L6-v2 was trained on sequences of up to 256 word pieces; 200 leaves room
     # for the special tokens and keeps a chunk a few paragraphs long.
@@ -126,6 +135,11 @@ class Settings(BaseSettings):
         description="Any litellm model string; the default runs SmolLM2-135M in-process.",
     )
     llm_api_base: str | None = None
+    llm_warm_up: bool = Field(
+        default=True,
+        description="Load the local LLM at start-up (in the background) instead of at the "
+        "first question.",
+    )
     llm_api_key: SecretStr | None = Field(
         default=None, description="Passed to litellm; unset: the provider's own env var."
     )
@@ -154,14 +168,58 @@ class Settings(BaseSettings):
     query_embedding_cache_ttl_s: int = Field(default=3600, ge=0)
     sse_keepalive_s: float = Field(default=15.0, gt=0)
 
-    # Mail. No SMTP host: mail is written to the log and recorded, never dropped.
-    smtp_host: str | None = None
-    smtp_port: int = 587
-    smtp_username: str | None = None
-    smtp_password: SecretStr | None = None
-    smtp_starttls: bool = True
-    mail_from: str = "ragledger@localhost"
+    # Mail, named as fastapi-mail's ConnectionConfig fields (MAIL_SERVER, MAIL_PORT, ...).
+    # No MAIL_SERVER: mail is written to the log and recorded, never dropped.
+    mail_server: str | None = None
+    mail_port: int = Field(default=587, ge=1, le=65535)
+    mail_username: str | None = None
+    mail_password: SecretStr | None = None
+    mail_starttls: bool = True
+    mail_ssl_tls: bool = False
+    # fastapi-mail validates the sender as an email address, whose domain needs a dot.
+    mail_from: str = "ragledger@localhost.localdomain"
+    mail_from_name: str | None = "ragledger"
+    # One SMTP conversation; a server that hangs must not stall the notifier for aiosmtplib's
+    # default minute, since the runner retries with backoff anyway.
+    mail_timeout_s: int = Field(default=20, ge=1, le=600)
+    mail_validate_certs: bool = True
     public_base_url: str = "http://127.0.0.1:8000"
+
+    # Anomaly detection (services/anomaly_rules.py). The thresholds are conservative on
+    # purpose: an alert that fires on ordinary use teaches admins to ignore it.
+    # Rule question_rate: more questions in the window than max(floor, factor x the
+    # user's median per-window count over the windows they were active in during the
+    # baseline days). A person reading streamed answers asks at most a question or two a
+    # minute, so 20 in 10 minutes is beyond reading speed; 5x their own usual active pace
+    # is "far above" for heavy users; 14 days covers two working weeks.
+    anomaly_question_window_s: int = Field(default=600, ge=60)
+    anomaly_question_floor: int = Field(default=20, ge=1)
+    anomaly_question_factor: float = Field(default=5.0, ge=1.0)
+    anomaly_baseline_days: int = Field(default=14, ge=1, le=90)
+    # Rule repeated_auth_failures: at least this many LoginFailed/AccessDenied within the
+    # window. 15 minutes matches the login rate limit's period; 5 per account is half the
+    # login limit (someone guessing, not someone mistyping twice); an address is shared
+    # (NAT, proxies), so it gets twice that.
+    anomaly_auth_window_s: int = Field(default=900, ge=60)
+    anomaly_auth_failures_per_account: int = Field(default=5, ge=2)
+    anomaly_auth_failures_per_address: int = Field(default=10, ge=2)
+    # Rule large_audit_read: an export larger than max(floor, factor x the median of the
+    # actor's previous exports), or more audit-view items within the window than
+    # max(floor, factor x their median per active window). 100k events is far beyond a
+    # spot check yet cheap to export; 2,000 items is 20 full pages of the audit views in
+    # 10 minutes, more than a person reads; 10x their usual is "far larger".
+    anomaly_export_floor: int = Field(default=100_000, ge=1)
+    anomaly_audit_read_floor: int = Field(default=2_000, ge=1)
+    anomaly_audit_read_factor: float = Field(default=10.0, ge=1.0)
+    anomaly_audit_window_s: int = Field(default=600, ge=60)
+    anomaly_export_history: int = Field(default=20, ge=1, le=1000)
+    # The same rule and subject is raised again only after this long, so that a burst
+    # gives one anomaly per quarter hour rather than one per event.
+    anomaly_redetect_after_s: int = Field(default=900, ge=0)
+    # At most one mail per rule and subject in this window; anomalies within it are
+    # grouped into the next mail's count. An hour keeps an ongoing attack to a handful of
+    # mails a day while the anomalies list still shows every quarter hour of it.
+    notifier_group_window_s: int = Field(default=3600, ge=0)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)

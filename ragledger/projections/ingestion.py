@@ -49,9 +49,18 @@ log = structlog.get_logger(__name__)
 VECTORS_PER_EVENT = 256
 
 
+# The context line is capped so that it and a full chunk (CHUNK_MAX_TOKENS, 200 by
+# default) stay within the model's 256-token window: 160 characters are at most ~45
+# word pieces for English text. Without the cap a long title pushed the end of the
+# chunk past the window, where the model silently truncates.
+MAX_CONTEXT_CHARS = 160
+
+
 def embedding_input(title: str, heading_path: tuple[str, ...], text: str) -> str:
     """What the model embeds for a chunk: its title and headings give the text context."""
     context = " > ".join((title, *heading_path))
+    if len(context) > MAX_CONTEXT_CHARS:
+        context = context[: MAX_CONTEXT_CHARS - 1].rstrip() + "…"
     return f"{context}\n{text}"
 
 

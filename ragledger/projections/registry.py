@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from ragledger.core.settings import Settings
+from ragledger.projections.anomalies import AnomaliesProjection
+from ragledger.projections.anomaly_detector import AnomalyDetectorReactor
+from ragledger.projections.audit_answers import AuditAnswersProjection
 from ragledger.projections.chunks import ChunksProjection
 from ragledger.projections.documents import DocumentsProjection
 from ragledger.projections.ingestion import IngestionReactor
+from ragledger.projections.notifier import NotifierReactor
 from ragledger.projections.streams import StreamsProjection
 from ragledger.projections.subscriber import Subscriber
 
@@ -16,5 +20,9 @@ def all_subscribers(settings: Settings) -> list[Subscriber]:
         StreamsProjection(),
         DocumentsProjection(),
         ChunksProjection(),
+        AuditAnswersProjection(),
         IngestionReactor(settings),
+        AnomaliesProjection(),
+        AnomalyDetectorReactor(settings),
+        NotifierReactor(settings),
     ]

@@ -13,6 +13,12 @@ class DomainError(Exception):
         self.detail = detail
 
 
+class BadRequestError(DomainError):
+    """The request cannot be understood as given (a reversed range, a forged cursor)."""
+
+    status_code = 400
+
+
 class InvalidInputError(DomainError):
     """The request is well-formed but its content is not acceptable."""
 

@@ -434,7 +434,7 @@ class LocalLLM:
 
     async def warm_up(self) -> None:
         """Load the model on the worker thread, so the first question does not pay for it."""
-        await asyncio.wrap_future(self._get_executor().submit(self._ensure_loaded))
+        await _await_job(self._get_executor().submit(self._ensure_loaded))
 
     async def complete(
         self, messages: Sequence[Mapping[str, Any]], params: GenerationParams
@@ -442,9 +442,7 @@ class LocalLLM:
         """Generate a whole answer to a chat on the worker thread."""
         future, stop = self._start(normalise_messages(messages), params, emit=None)
         try:
-            return await asyncio.wrap_future(future)
-        except concurrent.futures.CancelledError as exc:
-            raise LocalLLMError("the local model was shut down") from exc
+            return await _await_job(future)
         finally:
             # The caller was cancelled or the answer is complete: either way stop.
             stop.set()
@@ -541,9 +539,15 @@ class LocalLLM:
         stop = stop if stop is not None else threading.Event()
         with self._state_lock:
             self._active.add(stop)
-        future = self._get_executor().submit(
-            self._generate, messages, params, emit, stop, time.perf_counter()
-        )
+        try:
+            future = self._get_executor().submit(
+                self._generate, messages, params, emit, stop, time.perf_counter()
+            )
+        except RuntimeError as exc:
+            # aclose() shut the worker down between _get_executor() and submit().
+            with self._state_lock:
+                self._active.discard(stop)
+            raise LocalLLMError("the local model is shutting down") from exc
 
         def forget(_: concurrent.futures.Future[Completion]) -> None:
             with self._state_lock:
@@ -579,7 +583,9 @@ class LocalLLM:
         if _cache_matches(self._cache_dir, gguf_sha256):
             try:
                 pair = self._load_from_cache()
-            except (OSError, ValueError, RuntimeError) as exc:
+            # Whatever the failure (a truncated safetensors file raises its own error
+            # type), the GGUF file is the source of truth and the cache is rebuilt.
+            except Exception as exc:  # noqa: BLE001
                 cache_unreadable = True
                 log.warning(
                     "local_llm_cache_unreadable", path=str(self._cache_dir), error=repr(exc)
@@ -814,6 +820,21 @@ class LocalLLM:
             ),
         )
         return Completion(text=text, stats=stats)
+
+
+async def _await_job[T](future: concurrent.futures.Future[T]) -> T:
+    """Await a worker job; a job cancelled by shutdown raises LocalLLMError, not CancelledError.
+
+    asyncio turns a cancelled concurrent future into CancelledError, which would read as
+    if the awaiting task itself had been cancelled.
+    """
+    try:
+        return await asyncio.wrap_future(future)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if future.cancelled() and (task is None or not task.cancelling()):
+            raise LocalLLMError("the local model was shut down") from None
+        raise
 
 
 def _outcome(future: concurrent.futures.Future[Completion]) -> Completion:

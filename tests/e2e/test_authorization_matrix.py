@@ -31,6 +31,8 @@ POLICY: dict[tuple[str, str], str | frozenset[str]] = {
     ("PATCH", "/api/v1/admin/users/{user_id}"): ADMIN,
     ("POST", "/api/v1/admin/users/{user_id}/deactivate"): ADMIN,
     ("GET", "/api/v1/admin/groups"): ADMIN,
+    ("GET", "/api/v1/admin/anomalies"): ADMIN,
+    ("POST", "/api/v1/admin/anomalies/{anomaly_id}/acknowledge"): ADMIN,
     ("POST", "/api/v1/documents"): ADMIN,
     ("GET", "/api/v1/documents"): ANY_USER,
     ("GET", "/api/v1/documents/{document_id}"): ANY_USER,
@@ -41,6 +43,15 @@ POLICY: dict[tuple[str, str], str | frozenset[str]] = {
     ("POST", "/api/v1/search"): ANY_USER,
     ("GET", "/api/v1/answers/{answer_id}"): ANY_USER,
     ("POST", "/api/v1/answers/{answer_id}/feedback"): ANY_USER,
+    ("GET", "/api/v1/audit/verify"): AUDIT,
+    ("POST", "/api/v1/audit/digests"): AUDIT,
+    ("GET", "/api/v1/audit/public-key"): AUDIT,
+    ("POST", "/api/v1/audit/digests/verify"): AUDIT,
+    ("GET", "/api/v1/audit/export"): AUDIT,
+    ("GET", "/api/v1/audit/events"): AUDIT,
+    ("GET", "/api/v1/audit/answers"): AUDIT,
+    ("GET", "/api/v1/audit/answers/{question_id}"): AUDIT,
+    ("GET", "/api/v1/audit/documents/{document_id}/history"): AUDIT,
 }
 DOCS = ["/docs", "/redoc", "/openapi.json"]
 

@@ -22,7 +22,10 @@ RAGLEDGER = str(Path(sys.executable).parent / "ragledger")
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
-    env.update({"LOG_FORMAT": "json", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}, **extra)
+    env.update(
+        {"LOG_FORMAT": "json", "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LLM_WARM_UP": "false"},
+        **extra,
+    )
     return env
 
 

@@ -445,3 +445,39 @@ async def test_search_returns_only_readable_chunks_and_is_recorded(
     [performed] = await _ledger(db, "SearchPerformed")
     assert performed.payload["query"] == "annual leave"
     assert performed.payload["removed_by_access_filter"] >= 1
+
+
+async def test_the_real_local_model_answers_end_to_end(db, settings, people_local) -> None:
+    """SmolLM2-135M from the wheel, in-process through litellm's custom provider."""
+    local, http = people_local
+    events = await ask(http, local["hr"], "How many days of annual leave do employees get?")
+    order = names(events)
+    assert order[:2] == ["question", "context"]
+    assert order[-1] == "done", events[-1]
+    text = "".join(d["text"] for n, d in events if n == "token")
+    assert text.strip()
+    done = dict(events)["done"]
+    assert 0 < done["usage"]["completion_tokens"] <= 24
+    [generated] = await _ledger(db, "AnswerGenerated")
+    assert generated.payload["model"] == "ragledger-local/smollm2-135m-instruct"
+    assert generated.payload["answer"] == text
+    assert generated.payload["prompt_sha256"]
+
+
+@pytest.fixture
+async def people_local(db, settings):
+    # The default LLM; few tokens keep the CPU time small. The first load dequantizes the
+    # GGUF (tens of seconds), so the stall timeout is generous here.
+    local_settings = settings.model_copy(
+        update={"llm_max_tokens": 24, "llm_stall_timeout_s": 300.0, "llm_timeout_s": 600.0}
+    )
+    async with serve(local_settings) as url, httpx.AsyncClient(base_url=url, timeout=600) as http:
+        made = {
+            "admin": await make_account(db, "adam@example.com", "admin"),
+            "hr": await make_account(db, "hana@example.com", "employee", ("hr",)),
+        }
+        for account in made.values():
+            await login(http, account)
+        await upload(http, made["admin"], LEAVE, "leave.md", groups=["hr"])
+        await drain(db, local_settings)
+        yield made, http

@@ -14,6 +14,9 @@ from ragledger.core.settings import Settings
 from ragledger.services.local_llm import (
     LOCAL_LLM_MODEL,
     LocalLLM,
+    _cache_matches,
+    _IncrementalDecoder,
+    _publish_cache,
     close_local_llm,
     find_gguf_file,
     get_local_llm,
@@ -24,7 +27,7 @@ from ragledger.services.local_llm import (
 # Greedy answers to these are long enough to hit small max_tokens budgets.
 SKY = [{"role": "user", "content": "Explain in two sentences why the sky is blue."}]
 STORY = [{"role": "user", "content": "Write a long story about a dragon who learns to bake."}]
-MAX_TOKENS = 24
+MAX_TOKENS = 16
 
 
 @pytest.fixture(scope="session")
@@ -317,3 +320,59 @@ async def _acomplete(**overrides: object) -> object:
 
 def test_cache_dir_is_under_the_data_dir(tmp_path: Path) -> None:
     assert local_llm_cache_dir(tmp_path) == tmp_path / "models" / "smollm2-135m-instruct"
+
+
+def test_incremental_decoding_never_splits_characters(first_load: LocalLLM) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(first_load.cache_dir, local_files_only=True)
+    text = "Crème brûlée costs 5€ at the café 🐉🥐 — 東京で. Done!"
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    decoder = _IncrementalDecoder(tokenizer)
+
+    deltas = [decoder.push(token_id) for token_id in ids]
+    deltas.append(decoder.flush())
+
+    assert "".join(deltas) == text
+    assert not any("\ufffd" in delta for delta in deltas)
+    # Multi-byte characters span several tokens, so some pushes complete nothing yet.
+    assert len(ids) > len([delta for delta in deltas if delta])
+
+
+def _fake_cache(path: Path, gguf_sha256: str, payload: str) -> Path:
+    path.mkdir()
+    (path / "model.safetensors").write_text(payload)
+    (path / "ragledger-cache.json").write_text(
+        json.dumps({"format": 1, "gguf_sha256": gguf_sha256})
+    )
+    return path
+
+
+def test_publishing_a_cache_keeps_a_fresh_one_and_replaces_a_stale_one(tmp_path: Path) -> None:
+    final = tmp_path / "smollm2-135m-instruct"
+
+    _publish_cache(
+        _fake_cache(tmp_path / ".a", "1" * 64, "a"), final, gguf_sha256="1" * 64, replace=False
+    )
+    assert (final / "model.safetensors").read_text() == "a"
+    assert _cache_matches(final, "1" * 64)
+
+    # Another process finished the same work second: the published cache stays.
+    _publish_cache(
+        _fake_cache(tmp_path / ".b", "1" * 64, "b"), final, gguf_sha256="1" * 64, replace=False
+    )
+    assert (final / "model.safetensors").read_text() == "a"
+
+    # A different GGUF file: the old cache no longer matches and is replaced.
+    assert not _cache_matches(final, "2" * 64)
+    _publish_cache(
+        _fake_cache(tmp_path / ".c", "2" * 64, "c"), final, gguf_sha256="2" * 64, replace=False
+    )
+    assert (final / "model.safetensors").read_text() == "c"
+
+    # A matching cache that failed to load is replaced when asked to.
+    _publish_cache(
+        _fake_cache(tmp_path / ".d", "2" * 64, "d"), final, gguf_sha256="2" * 64, replace=True
+    )
+    assert (final / "model.safetensors").read_text() == "d"
+    assert sorted(path.name for path in tmp_path.iterdir()) == [final.name]

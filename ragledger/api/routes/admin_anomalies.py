@@ -1,0 +1,72 @@
+"""Anomalies for admins: the list, and acknowledging one."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Query, Request
+from fastapi_pagination import Page
+from fastapi_pagination.ext.sqlalchemy import apaginate
+from sqlalchemy import select
+
+from ragledger.api.deps import AdminUser, SessionDep
+from ragledger.api.request_context import event_metadata
+from ragledger.models.oversight import AnomalyRow
+from ragledger.schemas.anomalies import (
+    AnomalyAcknowledge,
+    AnomalyAcknowledgementPublic,
+    AnomalyPublic,
+)
+from ragledger.services import anomalies as anomalies_service
+from ragledger.services.anomaly_rules import Rule, Severity
+
+router = APIRouter(prefix="/admin/anomalies", tags=["admin"])
+
+
+@router.get("", response_model=Page[AnomalyPublic])
+async def list_anomalies(
+    session: SessionDep,
+    _admin: AdminUser,
+    rule: Rule | None = None,
+    severity: Severity | None = None,
+    acknowledged: bool | None = None,
+    subject: str | None = Query(default=None, max_length=300, description="Exact match."),
+) -> Page[AnomalyPublic]:
+    """List anomalies, newest first, by rule, severity, acknowledgement or subject (admin)."""
+    query = select(AnomalyRow).order_by(AnomalyRow.detected_position.desc())
+    if rule is not None:
+        query = query.where(AnomalyRow.rule == rule.value)
+    if severity is not None:
+        query = query.where(AnomalyRow.severity == severity.value)
+    if acknowledged is not None:
+        query = query.where(
+            AnomalyRow.acknowledged_at.is_not(None)
+            if acknowledged
+            else AnomalyRow.acknowledged_at.is_(None)
+        )
+    if subject is not None:
+        query = query.where(AnomalyRow.subject == subject)
+    return await apaginate(session, query)
+
+
+@router.post(
+    "/{anomaly_id}/acknowledge",
+    response_model=AnomalyAcknowledgementPublic,
+    responses={404: {"description": "Unknown anomaly"}, 409: {"description": "Already done"}},
+)
+async def acknowledge_anomaly(
+    request: Request,
+    anomaly_id: uuid.UUID,
+    session: SessionDep,
+    admin: AdminUser,
+    body: AnomalyAcknowledge | None = None,
+) -> AnomalyAcknowledgementPublic:
+    """Acknowledge an anomaly, optionally with a note (admin)."""
+    done = await anomalies_service.acknowledge_anomaly(
+        session,
+        anomaly_id=anomaly_id,
+        actor_id=admin.id,
+        note=body.note if body is not None else None,
+        metadata=event_metadata(request, admin),
+    )
+    return AnomalyAcknowledgementPublic.model_validate(done)

@@ -1,0 +1,301 @@
+"""The audit views (auditor and admin): the ledger, answers, one question, one document.
+
+Every successful read appends AuditViewed to the reader's `audit-<id>` stream in the
+request's transaction, so the record commits with the response and a failed request
+records nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+import structlog
+from fastapi import APIRouter, Query, Request
+from fastapi_pagination import resolve_params
+from fastapi_pagination.ext.sqlalchemy import apaginate
+
+from ragledger.api.deps import AuditorUser, SessionDep, SettingsDep
+from ragledger.api.request_context import event_metadata
+from ragledger.events.envelope import RecordedEvent
+from ragledger.schemas.audit import (
+    AccessChangePublic,
+    AuditAnswerPage,
+    AuditAnswerStory,
+    AuditCursorParams,
+    AuditEventPage,
+    AuditEventPublic,
+    AuditReadPublic,
+    CitingAnswerPublic,
+    DocumentHistoryPublic,
+    DocumentVersionHistory,
+    RetractionPublic,
+)
+from ragledger.schemas.questions import ContextPublic, LedgerRef
+from ragledger.services import audit_queries
+from ragledger.services.audit_queries import (
+    MAX_HISTORY_ANSWERS,
+    AnswerFilters,
+    AnswerStatus,
+    DocumentMatch,
+    EventFilters,
+    Order,
+    clamp_size,
+    cursor_key,
+)
+
+log = structlog.get_logger(__name__)
+router = APIRouter(prefix="/audit", tags=["audit"])
+
+# PostgreSQL's bigint: a larger position would fail in the database instead of in
+# validation.
+MAX_POSITION = 2**63 - 1
+BAD_REQUEST = {400: {"description": "Malformed or forged cursor, reversed range, bad filter"}}
+
+EventTypeQuery = Annotated[
+    list[str] | None, Query(description="Repeat for several; unknown types match nothing.")
+]
+FromQuery = Annotated[
+    datetime | None,
+    Query(alias="from", description="ISO 8601, inclusive; no zone means UTC."),
+]
+ToQuery = Annotated[
+    datetime | None,
+    Query(alias="to", description="ISO 8601, exclusive; no zone means UTC."),
+]
+
+
+def event_public(event: RecordedEvent) -> AuditEventPublic:
+    """A ledger event as the audit views show it."""
+    return AuditEventPublic(
+        position=event.position,
+        event_id=event.event_id,
+        stream_id=event.stream_id,
+        stream_version=event.stream_version,
+        event_type=event.event_type,
+        schema_version=event.schema_version,
+        recorded_at=event.recorded_at,
+        payload=event.payload,
+        metadata=event.metadata,
+        prev_hash=event.prev_hash.hex(),
+        hash=event.hash.hex(),
+    )
+
+
+def ledger_ref(event: RecordedEvent) -> LedgerRef:
+    """A reference to a ledger event, without its payload."""
+    return LedgerRef(
+        position=event.position,
+        event_type=event.event_type,
+        stream_id=event.stream_id,
+        recorded_at=event.recorded_at,
+        hash=event.hash.hex(),
+    )
+
+
+@router.get("/events", response_model=AuditEventPage, responses=BAD_REQUEST)
+async def list_events(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    auditor: AuditorUser,
+    order: Annotated[Order, Query(description="newest (default) or oldest first")] = "newest",
+    event_type: EventTypeQuery = None,
+    actor: Annotated[str | None, Query(description="metadata.actor_id, exactly")] = None,
+    stream: Annotated[str | None, Query(description="stream_id, exactly")] = None,
+    document: Annotated[
+        uuid.UUID | None,
+        Query(
+            description=(
+                "The document's own stream, and the streams of the questions whose "
+                "retrieved context held one of its chunks"
+            )
+        ),
+    ] = None,
+    recorded_from: FromQuery = None,
+    recorded_to: ToQuery = None,
+    from_position: Annotated[int | None, Query(ge=0, le=MAX_POSITION)] = None,
+    to_position: Annotated[int | None, Query(ge=0, le=MAX_POSITION)] = None,
+) -> AuditEventPage:
+    """The ledger, newest or oldest first, with signed keyset cursors (auditor, admin)."""
+    # fastapi-pagination injects the page's params (cursor, size) for this route.
+    params = resolve_params()
+    assert isinstance(params, AuditCursorParams)
+    filters = EventFilters.build(
+        event_types=event_type,
+        actor=actor,
+        stream=stream,
+        document_id=document,
+        recorded_from=recorded_from,
+        recorded_to=recorded_to,
+        from_position=from_position,
+        to_position=to_position,
+    )
+    size = clamp_size(params.size)
+    page = await audit_queries.page_events(
+        session,
+        filters=filters,
+        order=order,
+        size=size,
+        cursor=params.cursor,
+        key=cursor_key(settings.resolved_secret_key()),
+    )
+    await audit_queries.record_view(
+        session,
+        auditor_id=auditor.id,
+        view="events",
+        filters={**filters.record(), **page.record(), "order": (order,), "size": (str(size),)},
+        item_count=len(page.items),
+        metadata=event_metadata(request, auditor),
+    )
+    log.info("audit_events_read", items=len(page.items), order=order, size=size)
+    return AuditEventPage(
+        items=[event_public(e) for e in page.items],
+        total=None,
+        current_page=page.current_page,
+        next_page=page.next_page,
+        previous_page=page.previous_page,
+    )
+
+
+@router.get("/answers", response_model=AuditAnswerPage, responses=BAD_REQUEST)
+async def list_answers(
+    request: Request,
+    session: SessionDep,
+    auditor: AuditorUser,
+    user: Annotated[uuid.UUID | None, Query(description="Who asked")] = None,
+    document: Annotated[uuid.UUID | None, Query(description="See document_match")] = None,
+    document_match: Annotated[
+        DocumentMatch,
+        Query(
+            description=(
+                "context (default): the document was in the retrieved context; "
+                "cited: the answer cited one of its blocks"
+            )
+        ),
+    ] = "context",
+    asked_from: FromQuery = None,
+    asked_to: ToQuery = None,
+    status: Annotated[list[AnswerStatus] | None, Query(description="Repeat for several")] = None,
+    without_citation: Annotated[
+        bool | None,
+        Query(description="true: answered without any citation; false: with at least one"),
+    ] = None,
+) -> AuditAnswerPage:
+    """Every question with its outcome, newest first, filtered (auditor, admin)."""
+    filters = AnswerFilters.build(
+        asked_by=user,
+        document_id=document,
+        document_match=document_match,
+        asked_from=asked_from,
+        asked_to=asked_to,
+        statuses=status,
+        without_citation=without_citation,
+    )
+    page = await apaginate(session, filters.query())
+    await audit_queries.record_view(
+        session,
+        auditor_id=auditor.id,
+        view="answers",
+        filters={**filters.record(), "page": (str(page.page),), "size": (str(page.size),)},
+        item_count=len(page.items),
+        metadata=event_metadata(request, auditor),
+    )
+    return page
+
+
+@router.get("/answers/{question_id}", response_model=AuditAnswerStory)
+async def get_answer_story(
+    request: Request, question_id: uuid.UUID, session: SessionDep, auditor: AuditorUser
+) -> AuditAnswerStory:
+    """One question's whole story from the ledger, and who read it since (auditor, admin)."""
+    story = await audit_queries.question_story(session, question_id, auditor_id=auditor.id)
+    p = story.provenance
+    response = AuditAnswerStory(
+        question_id=p.question_id,
+        question=p.question,
+        asked_by=p.asked_by,
+        asked_at=p.asked_at,
+        status=p.status,
+        answer=p.answer,
+        failure_reason=p.failure_reason,
+        model=p.model,
+        usage=p.usage,
+        timings_ms=p.timings_ms,
+        citations=p.citations,
+        prompt_sha256=p.prompt_sha256,
+        prompt_verified=p.prompt_verified,
+        removed_by_access_filter=p.removed_by_access_filter,
+        retrieval_settings=p.retrieval_settings,
+        context=[ContextPublic(**block) for block in p.context],
+        feedback=p.feedback,
+        events=[event_public(e) for e in story.question_events],
+        source_events=[ledger_ref(e) for e in story.source_events],
+        reads=[
+            AuditReadPublic(
+                position=e.position,
+                recorded_at=e.recorded_at,
+                auditor_id=e.payload["auditor_id"],
+                actor_role=e.metadata.get("actor_role"),
+                view=e.payload["view"],
+                request_id=e.metadata.get("request_id"),
+                hash=e.hash.hex(),
+            )
+            for e in story.reads
+        ],
+    )
+    await audit_queries.record_view(
+        session,
+        auditor_id=auditor.id,
+        view="answer",
+        filters={},
+        item_count=1,
+        target_id=str(question_id),
+        metadata=event_metadata(request, auditor),
+    )
+    return response
+
+
+@router.get("/documents/{document_id}/history", response_model=DocumentHistoryPublic)
+async def get_document_history(
+    request: Request,
+    document_id: uuid.UUID,
+    session: SessionDep,
+    auditor: AuditorUser,
+    answers_limit: Annotated[
+        int,
+        Query(
+            description=(
+                f"Answers listed, newest first; values outside 1..{MAX_HISTORY_ANSWERS} are "
+                "clamped. The rest: /audit/answers?document=ID"
+            )
+        ),
+    ] = 200,
+) -> DocumentHistoryPublic:
+    """Every version, access change and retraction, and the answers that used it."""
+    limit = max(1, min(answers_limit, MAX_HISTORY_ANSWERS))
+    history = await audit_queries.document_history(session, document_id, answers_limit=limit)
+    response = DocumentHistoryPublic(
+        document_id=history.document_id,
+        versions=[DocumentVersionHistory.model_validate(v) for v in history.versions],
+        access_changes=[AccessChangePublic.model_validate(c) for c in history.access_changes],
+        retraction=(
+            RetractionPublic.model_validate(history.retraction) if history.retraction else None
+        ),
+        events=[ledger_ref(e) for e in history.events],
+        answers=[CitingAnswerPublic.model_validate(a) for a in history.answers],
+        answer_count=history.answer_count,
+        answers_truncated=history.answer_count > len(history.answers),
+        answers_projected_to=history.answers_projected_to,
+    )
+    await audit_queries.record_view(
+        session,
+        auditor_id=auditor.id,
+        view="document_history",
+        filters={"answers_limit": (str(limit),)},
+        item_count=len(history.events) + len(history.answers),
+        target_id=str(document_id),
+        metadata=event_metadata(request, auditor),
+    )
+    return response

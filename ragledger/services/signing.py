@@ -1,0 +1,123 @@
+"""Signed digests: Ed25519 signatures over (position, hash, signed_at) of the ledger.
+
+The signed message is the ASCII text
+``ragledger-digest/v1\\n<position>\\n<hash hex>\\n<signed_at>`` so that anyone can rebuild
+it without our code. The key is generated once into the data dir (or given as
+SIGNING_KEY, a PEM private key); `key_id` is the first 16 hex digits of the sha256 of
+the raw 32-byte public key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from ragledger.events.codec import format_timestamp
+
+
+@dataclass(frozen=True, slots=True)
+class SignedDigest:
+    """A digest as handed to auditors."""
+
+    position: int
+    hash: str
+    signed_at: str
+    key_id: str
+    signature: str
+
+    def message(self) -> bytes:
+        """The exact bytes that were signed."""
+        return digest_message(self.position, self.hash, self.signed_at)
+
+
+def digest_message(position: int, hash_hex: str, signed_at: str) -> bytes:
+    """The signed text of a digest."""
+    return f"ragledger-digest/v1\n{int(position)}\n{hash_hex.lower()}\n{signed_at}".encode("ascii")
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    """A short fingerprint of a public key."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+class DigestSigner:
+    """Signs and checks digests with the server's Ed25519 key."""
+
+    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+        self._private = private_key
+        self.public_key = private_key.public_key()
+        self.key_id = key_id(self.public_key)
+
+    @classmethod
+    def load(cls, data_dir: Path, pem: str | None = None) -> DigestSigner:
+        """The configured key, or the one generated once under data_dir/signing_key.pem."""
+        if pem:
+            key = serialization.load_pem_private_key(pem.encode(), password=None)
+        else:
+            path = data_dir / "signing_key.pem"
+            if not path.exists():
+                data_dir.mkdir(parents=True, exist_ok=True)
+                fresh = Ed25519PrivateKey.generate().private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+                # O_EXCL: when two processes race, the first key wins and both use it.
+                try:
+                    with path.open("xb") as handle:
+                        handle.write(fresh)
+                    path.chmod(0o600)
+                except FileExistsError:
+                    pass
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError("the signing key must be an Ed25519 private key")
+        return cls(key)
+
+    def public_key_b64(self) -> str:
+        """The raw 32-byte public key, base64."""
+        raw = self.public_key.public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        return base64.b64encode(raw).decode("ascii")
+
+    def public_key_pem(self) -> str:
+        """The public key as PEM (SubjectPublicKeyInfo)."""
+        return self.public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode("ascii")
+
+    def sign(self, position: int, hash_hex: str, signed_at: datetime | None = None) -> SignedDigest:
+        """Sign a ledger position and its hash now (or at `signed_at`)."""
+        at = format_timestamp(signed_at or datetime.now(UTC))
+        signature = self._private.sign(digest_message(position, hash_hex, at))
+        return SignedDigest(
+            position=position,
+            hash=hash_hex.lower(),
+            signed_at=at,
+            key_id=self.key_id,
+            signature=base64.b64encode(signature).decode("ascii"),
+        )
+
+    def check(self, digest: SignedDigest) -> bool:
+        """Whether the digest was signed by this key (and not altered)."""
+        if digest.key_id != self.key_id:
+            return False
+        try:
+            self.public_key.verify(
+                base64.b64decode(digest.signature, validate=True), digest.message()
+            )
+        except (InvalidSignature, ValueError):
+            return False
+        return True
