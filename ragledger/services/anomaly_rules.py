@@ -152,7 +152,7 @@ def audit_read_size(payload: Mapping[str, Any]) -> int | None:
     The audit events belong to another module; read them defensively: `event_count`
     first, then `items` (a count, or the list of items), then `count`.
     """
-    for key in ("event_count", "items", "count"):
+    for key in ("event_count", "item_count", "items", "count"):
         value = payload.get(key)
         if isinstance(value, bool):
             continue

@@ -399,8 +399,10 @@ async def page_events(
     """A page of the ledger after `cursor` (None: the first page) in `order`.
 
     `next_page` is None at the end. Newest-first, the first page starts at the head as
-    it is now. Oldest-first, a null `next_page` means the head was reached: request
-    `current_page` again later for the events appended since.
+    it is now, and a later page's `previous_page` walks back up to the events appended
+    since. Oldest-first, a null `next_page` means the head was reached: request
+    `current_page` again later for the events appended since. A first page has no
+    `previous_page`.
     """
     size = clamp_size(size)
     fingerprint = filters.fingerprint(order)

@@ -123,6 +123,11 @@ async def upload(
 
 
 async def ask(http, account, question: str, **extra) -> list[tuple[str, dict | str]]:
+    """The SSE events of one question as (name, data), keep-alive comments left out."""
+    return [e for e in await ask_raw(http, account, question, **extra) if e[0] != "comment"]
+
+
+async def ask_raw(http, account, question: str, **extra) -> list[tuple[str, dict | str]]:
     """The SSE events of one question as (name, data); comments as ('comment', text)."""
     events: list[tuple[str, dict | str]] = []
     async with http.stream(
@@ -347,7 +352,7 @@ async def test_llm_failures_end_the_stream_cleanly(
             await login(http, account)
         await upload(http, people["admin"], LEAVE, "leave.md", groups=["hr"])
         await drain(db, settings)
-        events = await ask(http, people["hr"], "How many days of annual leave?")
+        events = await ask_raw(http, people["hr"], "How many days of annual leave?")
     assert names(events)[-1] == "error"
     assert dict(events)["error"]["reason"] == reason
     [failure] = await _ledger(db, "AnswerFailed")
