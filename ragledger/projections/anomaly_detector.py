@@ -418,7 +418,7 @@ def _actor_id(recorded: RecordedEvent) -> str | None:
     if isinstance(actor, str) and actor:
         return actor
     payload: dict[str, Any] = recorded.payload
-    for key in ("actor_id", "user_id", "viewed_by", "exported_by"):
+    for key in ("actor_id", "auditor_id", "user_id", "viewed_by", "exported_by"):
         value = payload.get(key)
         if isinstance(value, str) and value:
             return value

@@ -150,7 +150,8 @@ def audit_read_size(payload: Mapping[str, Any]) -> int | None:
     """How many events or items an AuditViewed/AuditExported payload says were read.
 
     The audit events belong to another module; read them defensively: `event_count`
-    first, then `items` (a count, or the list of items), then `count`.
+    (AuditExported), `item_count` (AuditViewed), then `items` (a count, or the list of
+    items), then `count`.
     """
     for key in ("event_count", "item_count", "items", "count"):
         value = payload.get(key)

@@ -123,6 +123,7 @@ def test_subjects() -> None:
     ("payload", "size"),
     [
         ({"event_count": 12}, 12),
+        ({"item_count": 25, "view": "events"}, 25),
         ({"items": 7}, 7),
         ({"items": [1, 2, 3]}, 3),
         ({"count": "42"}, 42),
