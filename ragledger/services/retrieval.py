@@ -89,7 +89,10 @@ async def configure_hnsw(session: AsyncSession, params: RetrievalParams) -> None
         text(
             "SELECT set_config('hnsw.ef_search', :ef, true), "
             "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
-            "set_config('hnsw.max_scan_tuples', :max_tuples, true)"
+            "set_config('hnsw.max_scan_tuples', :max_tuples, true), "
+            # A cached generic plan ignores the reader's groups and was 10x slower for
+            # broad readers in bench/retrieval.py; plan each query for its parameters.
+            "set_config('plan_cache_mode', 'force_custom_plan', true)"
         ),
         {"ef": str(params.ef_search), "max_tuples": str(params.max_scan_tuples)},
     )
