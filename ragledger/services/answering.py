@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ragledger.core.settings import Settings
@@ -443,19 +442,4 @@ async def _finish(
                 "citations": list(citations),
             },
         )
-    )
-
-
-async def readable_document_ids(session: AsyncSession, reader: Reader) -> list[uuid.UUID]:
-    """Ids of every document the reader may read (for tests and the CLI)."""
-    return list(
-        (
-            await session.scalars(
-                select(DocumentRow.document_id).where(
-                    DocumentRow.document_id.in_(
-                        readable_documents(reader).with_only_columns(DocumentRow.document_id)
-                    )
-                )
-            )
-        ).all()
     )

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 
@@ -58,7 +58,6 @@ class CompletionStats:
     ttft_ms: float | None = None
     total_ms: float = 0.0
     finish_reason: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def ensure_local_provider(settings: Settings) -> None:
