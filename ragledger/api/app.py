@@ -34,12 +34,14 @@ from ragledger.api.routes import (
     auth,
     documents,
     health,
+    metrics,
     questions,
     users,
 )
 from ragledger.api.security_headers import SecurityHeadersMiddleware, add_cors, docs_paths_of
 from ragledger.core.embedded_postgres import release_embedded_postgres
 from ragledger.core.logging import configure_logging
+from ragledger.core.metrics import monitor_event_loop_lag
 from ragledger.core.runtime import Database, open_database
 from ragledger.core.settings import Settings, get_settings
 from ragledger.events.access import RateLimitExceeded
@@ -112,6 +114,7 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
             digests_task = asyncio.create_task(
                 scheduled_digests(database, app.state.signer, settings), name="scheduled-digests"
             )
+        loop_lag = asyncio.create_task(monitor_event_loop_lag(), name="event-loop-lag")
         warm_llm: asyncio.Task[None] | None = None
         if settings.llm_model.startswith("ragledger-local/") and settings.llm_warm_up:
             # The first load dequantizes the GGUF (about half a minute on 2 cores, then
@@ -122,6 +125,7 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
         try:
             yield
         finally:
+            loop_lag.cancel()
             if runner is not None and runner_task is not None:
                 runner.stop()
                 await runner_task
@@ -152,6 +156,7 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
     app.state.settings = settings
     proxies = TrustedProxies.parse(settings.trusted_proxies)
     app.state.trusted_proxies = proxies
+    app.state.metrics_networks = TrustedProxies.parse(settings.metrics_allowed_networks)
     install_error_handlers(app)
     app.add_exception_handler(RateLimitExceededError, rate_limit_exceeded_handler)
 
@@ -179,6 +184,8 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
     api.include_router(audit_ledger.router)
     api.include_router(audit_views.router)
     app.include_router(api)
+    app.include_router(metrics.router)
+    app.state.unlisted_paths = ("/metrics",)
     add_pagination(app)
 
     # Outermost last: CORS wraps everything so that 413 and 429 still carry its headers.

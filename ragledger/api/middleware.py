@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
+from typing import Any
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ragledger.core import metrics
 
 log = structlog.get_logger("ragledger.http")
 
@@ -43,14 +47,49 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            elapsed = time.perf_counter() - started
             log.info(
                 "request_finished",
                 method=scope["method"],
                 path=scope["path"],
                 status=status,
-                ms=round((time.perf_counter() - started) * 1000, 2),
+                ms=round(elapsed * 1000, 2),
             )
+            labels = (scope["method"], _route_template(scope), str(status))
+            metrics.http_requests.labels(*labels).inc()
+            metrics.http_request_duration.labels(*labels).observe(elapsed)
             structlog.contextvars.clear_contextvars()
+
+
+def _route_template(scope: Scope) -> str:
+    """The path template the request matched (bounded label values), or "unmatched"."""
+    app = scope.get("app")
+    templates = getattr(getattr(app, "state", None), "route_templates", None)
+    if templates is None and app is not None:
+        templates = route_templates(app)
+        app.state.route_templates = templates
+    path = scope["path"]
+    for pattern, template in templates or ():
+        if pattern.fullmatch(path):
+            return template
+    return "unmatched"
+
+
+def route_templates(app: Any) -> list[tuple[re.Pattern[str], str]]:
+    """Every path template of the app, literal ones first, as (regex, template).
+
+    Included routers keep their own relative paths on the route objects, so the full
+    templates are taken from the OpenAPI schema, plus the few routes outside it.
+    """
+    paths = set(app.openapi()["paths"])
+    paths.update(getattr(route, "path", "") for route in app.routes)
+    paths.update(extra for extra in getattr(app.state, "unlisted_paths", ()))
+    compiled = []
+    for template in sorted(p for p in paths if p):
+        regex = re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(template))
+        compiled.append((re.compile(regex), template))
+    compiled.sort(key=lambda item: item[1].count("{"))
+    return compiled
 
 
 def _incoming_request_id(scope: Scope) -> str | None:

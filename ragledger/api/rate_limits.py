@@ -54,6 +54,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
 from ragledger.api.client_address import TrustedProxies
+from ragledger.core import metrics
 from ragledger.core.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -224,6 +225,7 @@ class RateLimits:
             return decision
         # The identity stays out of the log: logs cannot be crypto-shredded, the ledger
         # event written by the hook can.
+        metrics.rate_limit_rejections.labels(str(scope)).inc()
         log.info("rate_limit_exceeded", scope=scope, retry_after_s=decision.retry_after_s)
         try:
             await self.on_exceeded(request, scope, identity, decision.retry_after_s)

@@ -85,6 +85,20 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Origins allowed by CORS, with credentials. Never '*'.",
     )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Bearer token that lets a scraper read /metrics from any address. Unset: only "
+            "METRICS_ALLOWED_NETWORKS may read it."
+        ),
+    )
+    metrics_allowed_networks: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1/32", "::1/128"],
+        description=(
+            "Client networks (IPs or CIDRs) that may read /metrics without the token. The "
+            "client address is the one TRUSTED_PROXIES resolves. Empty: token only."
+        ),
+    )
     max_upload_bytes: int = Field(
         default=50 * 1024 * 1024, ge=1024, description="Larger uploads get 413."
     )

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ragledger.core import metrics
 from ragledger.events.codec import (
     GENESIS_HASH,
     canonical_json,
@@ -240,6 +241,8 @@ async def append_many(
     )
     if inserted != len(prepared):  # pragma: no cover  (the database would have raised)
         raise RuntimeError(f"appended {inserted} of {len(prepared)} events")
+    for item in prepared:
+        metrics.ledger_appends.labels(item.event.event_type).inc()
     return recorded
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ragledger.core import metrics
 from ragledger.core.settings import Settings
 from ragledger.events import store
 from ragledger.events.envelope import EventMetadata
@@ -266,6 +267,7 @@ async def _record_failure(
         # The answer was recorded complete just before the failure: it stands.
         return
     progress.finished = True
+    metrics.questions.labels(f"failed_{reason}").inc()
     log.info("answer_failed", question_id=str(request.question_id), reason=reason)
 
 
@@ -425,6 +427,7 @@ async def _finish(
         )
     )
     progress.finished = True
+    metrics.questions.labels("no_context" if stats is None else "answered").inc()
     log.info(
         "answer_generated",
         question_id=str(request.question_id),

@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import structlog
 
+from ragledger.core import metrics
+
 if TYPE_CHECKING:
     from ragledger.core.settings import Settings
 
@@ -390,11 +392,13 @@ class LocalEmbedder(Embedder):
             pooled = summed / mask.sum(dim=1).clamp(min=1e-9)
             vectors = torch.nn.functional.normalize(pooled, p=2, dim=1)
             result = vectors.float().cpu().numpy()
+        elapsed = time.perf_counter() - started
+        metrics.embedding_batch_duration.labels(self._name).observe(elapsed)
         log.debug(
             "embedding_batch",
             size=len(batch),
             seq_len=int(encoded["input_ids"].shape[1]),
-            ms=round((time.perf_counter() - started) * 1000, 1),
+            ms=round(elapsed * 1000, 1),
         )
         return result
 
@@ -492,11 +496,13 @@ class LiteLLMEmbedder(Embedder):
                 f"embedding model {self._model} failed: {type(exc).__name__}: {exc}"
             ) from exc
         vectors = self._parse(response, len(batch))
+        elapsed = time.perf_counter() - started
+        metrics.embedding_batch_duration.labels(self._model).observe(elapsed)
         log.debug(
             "embedding_batch",
             model=self._model,
             size=len(batch),
-            ms=round((time.perf_counter() - started) * 1000, 1),
+            ms=round(elapsed * 1000, 1),
         )
         return _normalise_rows(vectors)
 

@@ -20,6 +20,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import litellm
 
+from ragledger.core import metrics
 from ragledger.core.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -126,6 +127,9 @@ async def stream_completion(
         raise LLMError("llm_error", f"the language model failed: {type(exc).__name__}") from exc
     finally:
         stats.total_ms = (time.perf_counter() - started) * 1000
+        metrics.llm_duration.labels(settings.llm_model).observe(stats.total_ms / 1000)
+        if stats.ttft_ms is not None:
+            metrics.llm_time_to_first_token.labels(settings.llm_model).observe(stats.ttft_ms / 1000)
         log.info(
             "llm_completion",
             model=settings.llm_model,

@@ -18,6 +18,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ragledger.core import metrics
 from ragledger.services.documents import Reader
 from ragledger.services.rank_fusion import reciprocal_rank_fusion
 
@@ -257,6 +258,8 @@ async def retrieve(
         for f in fused
         if f.key in details
     )
+    metrics.retrieval_duration.labels("vector").observe(vector_ms / 1000)
+    metrics.retrieval_duration.labels("fulltext").observe(fulltext_ms / 1000)
     log.info(
         "retrieval",
         vector_ms=round(vector_ms, 2),
