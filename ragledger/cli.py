@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, NoReturn
 
+import structlog
 import typer
 import uvicorn
 
@@ -18,6 +19,8 @@ from ragledger.core.logging import configure_logging
 from ragledger.core.runtime import Database, open_database
 from ragledger.core.settings import Settings, get_settings
 from ragledger.events.envelope import EventMetadata
+
+log = structlog.get_logger(__name__)
 
 app = typer.Typer(help="ragledger: event-sourced, audit-first RAG platform.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -57,6 +60,17 @@ def _exit_on_sigterm(_signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
 
+def _prepare_multiprocess_metrics(settings: Settings) -> None:
+    """Give the workers one empty PROMETHEUS_MULTIPROC_DIR (their metrics are summed)."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    path = Path(directory) if directory else settings.data_dir / "prometheus"
+    path.mkdir(parents=True, exist_ok=True)
+    # Files of a previous run would add its counts to this one's.
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default: HOST setting).")] = None,
@@ -68,6 +82,8 @@ def serve(
 ) -> None:
     """Serve the HTTP API (and, unless --no-runner, the subscriber runner)."""
     settings = _settings()
+    if workers > 1:
+        _prepare_multiprocess_metrics(settings)
     # Migrate (or refuse) once here, before any worker starts.
     _with_database(lambda _db: asyncio.sleep(0))
     os.environ["RUN_SUBSCRIBERS"] = "true" if runner else "false"
@@ -84,26 +100,60 @@ def serve(
         log_config=None,
         proxy_headers=False,
         timeout_graceful_shutdown=30,
+        timeout_worker_healthcheck=settings.worker_healthcheck_timeout_s,
     )
 
 
 @app.command("runner")
-def run_runner() -> None:
-    """Run only the subscriber runner (production: beside `serve --no-runner`)."""
-    from ragledger.api.app import runner_config
+def run_runner(
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve Prometheus metrics on this port (default: none)."),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="Bind address of the metrics port (keep it private).")
+    ] = "127.0.0.1",
+) -> None:
+    """Run only the subscriber runner and the daily digest (beside `serve --no-runner`).
+
+    Start two or more: each subscriber has one active consumer at a time (a PostgreSQL
+    advisory lock); the others stand by and take over when it stops or dies. SIGTERM
+    lets each consumer commit or roll back its batch, then exits.
+    """
+    from prometheus_client import start_http_server
+
+    from ragledger.api.app import runner_config, scheduled_digests
+    from ragledger.core.metrics import monitor_event_loop_lag
     from ragledger.projections.registry import all_subscribers
     from ragledger.projections.runner import SubscriberRunner
+    from ragledger.services.signing import DigestSigner
 
     settings = _settings()
+    if metrics_port is not None:
+        start_http_server(metrics_port, addr=metrics_host)
 
     async def work(database: Database) -> None:
         runner = SubscriberRunner(
             database.engine, all_subscribers(settings), runner_config(settings)
         )
+        signer = DigestSigner.load(
+            settings.data_dir,
+            settings.signing_key.get_secret_value() if settings.signing_key else None,
+        )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runner.stop)
-        await runner.run()
+        background = [
+            asyncio.create_task(scheduled_digests(database, signer, settings)),
+            asyncio.create_task(monitor_event_loop_lag()),
+        ]
+        try:
+            await runner.run()
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            log.info("runner_stopped")
 
     _with_database(work)
 

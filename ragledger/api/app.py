@@ -39,6 +39,7 @@ from ragledger.api.routes import (
     users,
 )
 from ragledger.api.security_headers import SecurityHeadersMiddleware, add_cors, docs_paths_of
+from ragledger.api.shutdown import ShutdownSignal
 from ragledger.core.embedded_postgres import release_embedded_postgres
 from ragledger.core.logging import configure_logging
 from ragledger.core.metrics import monitor_event_loop_lag
@@ -114,6 +115,8 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
             digests_task = asyncio.create_task(
                 scheduled_digests(database, app.state.signer, settings), name="scheduled-digests"
             )
+        app.state.shutdown = ShutdownSignal()
+        app.state.shutdown.install()
         loop_lag = asyncio.create_task(monitor_event_loop_lag(), name="event-loop-lag")
         warm_llm: asyncio.Task[None] | None = None
         if settings.llm_model.startswith("ragledger-local/") and settings.llm_warm_up:
@@ -125,6 +128,7 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
         try:
             yield
         finally:
+            app.state.shutdown.uninstall()
             loop_lag.cancel()
             if runner is not None and runner_task is not None:
                 runner.stop()

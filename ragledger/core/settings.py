@@ -181,6 +181,24 @@ class Settings(BaseSettings):
     hnsw_max_scan_tuples: int = Field(default=20_000, ge=1000)
     query_embedding_cache_ttl_s: int = Field(default=3600, ge=0)
     sse_keepalive_s: float = Field(default=15.0, gt=0)
+    worker_healthcheck_timeout_s: int = Field(
+        default=60,
+        ge=5,
+        description=(
+            "With serve --workers N: how long a worker may fail to answer uvicorn's "
+            "supervisor before it is killed and replaced. uvicorn's 5 s default kills "
+            "workers still importing torch and litellm on a busy machine, in a loop."
+        ),
+    )
+    shutdown_stream_grace_s: float = Field(
+        default=10.0,
+        ge=0,
+        description=(
+            "On SIGTERM, how long an answer in flight may go on streaming before it is "
+            "ended with an error event (server_shutdown) and AnswerFailed. Keep it under "
+            "the 30 s uvicorn waits for requests in flight."
+        ),
+    )
 
     # Mail, named as fastapi-mail's ConnectionConfig fields (MAIL_SERVER, MAIL_PORT, ...).
     # No MAIL_SERVER: mail is written to the log and recorded, never dropped.

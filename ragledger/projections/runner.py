@@ -204,6 +204,7 @@ class SubscriberRunner:
 
     async def _consume(self, subscriber: Subscriber) -> None:
         lock_id = subscriber_lock_id(subscriber.name)
+        standing_by = False
         while not self._stop.is_set():
             try:
                 async with self.engine.connect() as conn:
@@ -213,8 +214,12 @@ class SubscriberRunner:
                     )
                     await conn.commit()
                     if not got:
+                        if not standing_by:
+                            standing_by = True
+                            log.info("subscriber_standby", subscriber=subscriber.name)
                         await self._sleep(self.config.standby_retry_s)
                         continue
+                    standing_by = False
                     self.active.add(subscriber.name)
                     log.info("subscriber_active", subscriber=subscriber.name)
                     try:

@@ -48,6 +48,9 @@ from ragledger.services.retrieval import RetrievalParams, RetrievedChunk, retrie
 
 log = structlog.get_logger(__name__)
 
+# The cancellation message (and AnswerFailed reason) of an answer cut short by shutdown.
+SERVER_SHUTDOWN = "server_shutdown"
+
 
 @dataclass(frozen=True, slots=True)
 class StreamEvent:
@@ -185,7 +188,8 @@ async def answer_question(
     """Run the whole flow, emitting events; always ends the question in the ledger.
 
     Cancellation (the asker went away) records AnswerFailed `client_disconnected` with
-    the text sent so far, then re-raises.
+    the text sent so far, then re-raises; cancelled with the message SERVER_SHUTDOWN
+    (the process is stopping), it records `server_shutdown` instead.
     """
     progress = _Progress()
     started = time.perf_counter()
@@ -207,16 +211,19 @@ async def answer_question(
     try:
         await emit(StreamEvent("question", {"question_id": str(request.question_id)}))
         await _run(request, progress, sessionmaker, embedder, settings, emit, started)
-    except asyncio.CancelledError:
+    except asyncio.CancelledError as exc:
         if not progress.finished:
+            shutdown = SERVER_SHUTDOWN in exc.args
             await asyncio.shield(
                 _record_failure(
                     sessionmaker,
                     request,
                     progress,
                     model,
-                    "client_disconnected",
-                    "the client disconnected before the answer was complete",
+                    SERVER_SHUTDOWN if shutdown else "client_disconnected",
+                    "the server shut down before the answer was complete"
+                    if shutdown
+                    else "the client disconnected before the answer was complete",
                     started,
                 )
             )

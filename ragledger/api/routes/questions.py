@@ -7,6 +7,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import structlog
 from fastapi import APIRouter, Request, status
@@ -16,6 +17,7 @@ from ragledger.api.deps import EmployeeUser, SessionDep, SettingsDep
 from ragledger.api.rate_limits import RateScope
 from ragledger.api.request_context import event_metadata
 from ragledger.api.routes.documents import reader_of
+from ragledger.api.shutdown import DRAIN, ShutdownSignal
 from ragledger.core.ids import uuid7
 from ragledger.events import store
 from ragledger.events.questions import (
@@ -34,6 +36,7 @@ from ragledger.schemas.questions import (
     SearchPublic,
 )
 from ragledger.services.answering import (
+    SERVER_SHUTDOWN,
     QuestionRequest,
     StreamEvent,
     answer_question,
@@ -61,10 +64,14 @@ async def sse_stream(
     """Run the answer flow as a task and relay its events, with keep-alive comments.
 
     When the client goes away, this generator is closed or cancelled; the flow is then
-    cancelled too, and records AnswerFailed `client_disconnected` itself.
+    cancelled too, and records AnswerFailed `client_disconnected` itself. When the
+    process starts shutting down, the flow gets SHUTDOWN_STREAM_GRACE_S to finish; then
+    it is cancelled as `server_shutdown` and the stream ends with an `error` event.
     """
-    queue: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
     settings = app_state.settings  # type: ignore[attr-defined]
+    shutdown: ShutdownSignal = app_state.shutdown  # type: ignore[attr-defined]
+    loop = asyncio.get_running_loop()
     flow = asyncio.create_task(
         answer_question(
             request,
@@ -76,22 +83,53 @@ async def sse_stream(
         name=f"answer-{request.question_id}",
     )
     flow.add_done_callback(lambda _task: queue.put_nowait(None))
+    shutdown.streams.add(queue)
+    grace_deadline: float | None = None
+    if shutdown.draining.is_set():
+        grace_deadline = loop.time() + settings.shutdown_stream_grace_s
+    cut_short = False
     try:
         while True:
+            timeout = keepalive_s
+            if grace_deadline is not None:
+                timeout = max(min(timeout, grace_deadline - loop.time()), 0.0)
             try:
-                event = await asyncio.wait_for(queue.get(), timeout=keepalive_s)
+                event = await asyncio.wait_for(queue.get(), timeout=timeout)
             except TimeoutError:
+                if grace_deadline is not None and loop.time() >= grace_deadline:
+                    grace_deadline = None
+                    if not flow.done():
+                        cut_short = True
+                        log.info("answer_cut_short", question_id=str(request.question_id))
+                        flow.cancel(SERVER_SHUTDOWN)
+                    continue
                 yield ": keep-alive\n\n"
+                continue
+            if event is DRAIN:
+                if grace_deadline is None and not cut_short:
+                    grace_deadline = loop.time() + settings.shutdown_stream_grace_s
                 continue
             if event is None:
                 break
             yield format_sse(event)
-        if flow.exception() is not None:
+        if cut_short or flow.cancelled():
+            yield format_sse(
+                StreamEvent(
+                    "error",
+                    {
+                        "reason": SERVER_SHUTDOWN,
+                        "detail": "the server is restarting; the answer was not finished, "
+                        "please ask again",
+                    },
+                )
+            )
+        elif flow.exception() is not None:
             log.error("answer_flow_crashed", error=repr(flow.exception()))
             yield format_sse(
                 StreamEvent("error", {"reason": "internal_error", "detail": "the answer failed"})
             )
     finally:
+        shutdown.streams.discard(queue)
         if not flow.done():
             flow.cancel()
             with contextlib.suppress(asyncio.CancelledError):
