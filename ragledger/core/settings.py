@@ -273,6 +273,18 @@ class Settings(BaseSettings):
     runner_standby_retry_s: float = Field(default=2.0, gt=0)
 
     @model_validator(mode="after")
+    def _check_secret_key(self) -> Settings:
+        # `SECRET_KEY=` (empty) would sign every token with an empty key; a short one is
+        # guessable offline from any token. 32 characters is the floor (HS256 wants at
+        # least 256 bits of key; the generated one has 384).
+        if self.secret_key is not None and len(self.secret_key.get_secret_value()) < 32:
+            raise ValueError(
+                "SECRET_KEY must be at least 32 characters (or unset, to generate one "
+                "into the data dir)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _check_chunk_sizes(self) -> Settings:
         if self.chunk_overlap_tokens >= self.chunk_max_tokens:
             raise ValueError("CHUNK_OVERLAP_TOKENS must be smaller than CHUNK_MAX_TOKENS")
