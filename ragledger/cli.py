@@ -136,10 +136,7 @@ def run_runner(
         runner = SubscriberRunner(
             database.engine, all_subscribers(settings), runner_config(settings)
         )
-        signer = DigestSigner.load(
-            settings.data_dir,
-            settings.signing_key.get_secret_value() if settings.signing_key else None,
-        )
+        signer = DigestSigner.from_settings(settings)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runner.stop)
@@ -178,10 +175,7 @@ def ledger_verify(
     settings = _settings()
 
     async def work(database: Database):  # noqa: ANN202
-        signer = DigestSigner.load(
-            settings.data_dir,
-            settings.signing_key.get_secret_value() if settings.signing_key else None,
-        )
+        signer = DigestSigner.from_settings(settings)
         return await run_verification(
             database.sessionmaker, signer, full=not incremental, metadata=_cli_metadata()
         )
@@ -460,10 +454,7 @@ def audit_export(
     settings = _settings()
 
     async def work(database: Database) -> int:
-        signer = DigestSigner.load(
-            settings.data_dir,
-            settings.signing_key.get_secret_value() if settings.signing_key else None,
-        )
+        signer = DigestSigner.from_settings(settings)
         async with database.sessionmaker() as session:
             first, last = await export_range(session, from_position, to_position)
         count = 0

@@ -85,10 +85,7 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
         app.state.settings = settings
         app.state.database = database
         app.state.mailer = Mailer(settings)
-        app.state.signer = DigestSigner.load(
-            settings.data_dir,
-            settings.signing_key.get_secret_value() if settings.signing_key else None,
-        )
+        app.state.signer = DigestSigner.from_settings(settings)
         app.state.tokens = TokenService(
             secret=settings.resolved_secret_key(),
             lifetime_s=settings.access_token_lifetime_s,

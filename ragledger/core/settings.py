@@ -47,6 +47,14 @@ class Settings(BaseSettings):
         default="ragledger:",
         description="Namespace of every Redis key, so that several deployments can share one.",
     )
+    signing_retired_public_keys: list[str] = Field(
+        default_factory=list,
+        description=(
+            "JSON list of the public keys (PEM or base64 raw) of earlier signing keys, so "
+            "that digests they signed still check as valid after a rotation. Never list a "
+            "key that leaked."
+        ),
+    )
     signing_key: SecretStr | None = Field(
         default=None,
         description="Ed25519 private key (PEM) for signed digests. Unset: generated once "

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -23,6 +25,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from ragledger.events.codec import format_timestamp
+
+if TYPE_CHECKING:
+    from ragledger.core.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,16 +56,52 @@ def key_id(public_key: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-class DigestSigner:
-    """Signs and checks digests with the server's Ed25519 key."""
+def load_public_key(text: str) -> Ed25519PublicKey:
+    """An Ed25519 public key from PEM or from the base64 of its raw 32 bytes."""
+    problem = "not an Ed25519 public key (PEM, or the base64 of its 32 raw bytes)"
+    text = text.strip()
+    try:
+        if text.startswith("-----BEGIN"):
+            key = serialization.load_pem_public_key(text.encode())
+        else:
+            key = Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(problem) from exc
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(problem)
+    return key
 
-    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+
+class DigestSigner:
+    """Signs digests with the server's Ed25519 key; checks them with it or a retired key.
+
+    Retired keys (SIGNING_RETIRED_PUBLIC_KEYS) are public keys of earlier signing keys
+    that are still trusted: digests they signed keep checking as valid after a rotation.
+    A key that leaked must not be listed: its digests could be forged.
+    """
+
+    def __init__(
+        self, private_key: Ed25519PrivateKey, retired: Sequence[Ed25519PublicKey] = ()
+    ) -> None:
         self._private = private_key
         self.public_key = private_key.public_key()
         self.key_id = key_id(self.public_key)
+        self.retired = {key_id(public): public for public in retired}
+        self.retired.pop(self.key_id, None)
 
     @classmethod
-    def load(cls, data_dir: Path, pem: str | None = None) -> DigestSigner:
+    def from_settings(cls, settings: Settings) -> DigestSigner:
+        """The signer the settings describe (SIGNING_KEY or the data dir's key)."""
+        return cls.load(
+            settings.data_dir,
+            settings.signing_key.get_secret_value() if settings.signing_key else None,
+            retired=[load_public_key(text) for text in settings.signing_retired_public_keys],
+        )
+
+    @classmethod
+    def load(
+        cls, data_dir: Path, pem: str | None = None, retired: Sequence[Ed25519PublicKey] = ()
+    ) -> DigestSigner:
         """The configured key, or the one generated once under data_dir/signing_key.pem."""
         if pem:
             key = serialization.load_pem_private_key(pem.encode(), password=None)
@@ -83,7 +124,7 @@ class DigestSigner:
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         if not isinstance(key, Ed25519PrivateKey):
             raise ValueError("the signing key must be an Ed25519 private key")
-        return cls(key)
+        return cls(key, retired)
 
     def public_key_b64(self) -> str:
         """The raw 32-byte public key, base64."""
@@ -111,13 +152,13 @@ class DigestSigner:
         )
 
     def check(self, digest: SignedDigest) -> bool:
-        """Whether the digest was signed by this key (and not altered)."""
-        if digest.key_id != self.key_id:
+        """Whether the digest was signed by this key or a retired one (and not altered)."""
+        public = self.public_key if digest.key_id == self.key_id else None
+        public = public or self.retired.get(digest.key_id)
+        if public is None:
             return False
         try:
-            self.public_key.verify(
-                base64.b64decode(digest.signature, validate=True), digest.message()
-            )
+            public.verify(base64.b64decode(digest.signature, validate=True), digest.message())
         except (InvalidSignature, ValueError):
             return False
         return True

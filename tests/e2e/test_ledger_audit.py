@@ -132,6 +132,23 @@ async def test_kept_digests_prove_the_ledger_unchanged_or_not(db, client, accoun
     assert changed["valid"] is False
 
 
+async def test_a_digest_past_the_largest_position_is_422(client, accounts) -> None:
+    # Found by tests/e2e/test_schema_fuzz.py: position 2**63 overflowed bigint in the
+    # driver (a 500). Positions are bounded like the ledger's column now.
+    digest = {
+        "position": 2**63,
+        "hash": "0" * 64,
+        "signed_at": "2026-01-01T00:00:00+00:00",
+        "key_id": "k",
+        "signature": "",
+    }
+    response = await client.post(
+        "/api/v1/audit/digests/verify", headers=accounts["auditor"].headers, json=digest
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "position"]
+
+
 def _other_key_pem() -> str:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -232,3 +249,60 @@ async def test_cli_export_and_incremental_verify(db, database_url, tmp_path) -> 
     verified = await _run("ledger", "verify", "--incremental", env=env)
     assert verified.returncode == 0, verified.stderr
     assert "from position 12" in verified.stdout
+
+
+async def test_digests_of_a_retired_key_stay_valid_after_rotation(db, settings, tmp_path) -> None:
+    """Rotate SIGNING_KEY: old digests check only while the old public key is listed."""
+    import httpx
+    from pydantic import SecretStr
+
+    from ragledger.api.app import create_app
+    from ragledger.services.signing import DigestSigner
+    from tests.e2e.conftest import login, make_account
+
+    await _seed(db)
+    old_pem, new_pem = _other_key_pem(), _other_key_pem()
+    old = DigestSigner.load(tmp_path, old_pem)
+    async with db.sessionmaker() as session:
+        head = await store.head(session)
+    kept = old.sign(head.position, head.hash.hex())
+    body = {
+        "position": kept.position,
+        "hash": kept.hash,
+        "signed_at": kept.signed_at,
+        "key_id": kept.key_id,
+        "signature": kept.signature,
+    }
+    auditor = await make_account(db, "aude@example.com", "auditor")
+
+    async def check(**update) -> dict:
+        app = create_app(settings.model_copy(update=update), run_subscribers=False)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app), base_url="http://testserver"
+            ) as http,
+        ):
+            await login(http, auditor)
+            response = await http.post(
+                "/api/v1/audit/digests/verify", headers=auditor.headers, json=body
+            )
+            assert response.status_code == 200, response.text
+            return response.json()
+
+    rotated = {"signing_key": SecretStr(new_pem)}
+    # Rotated without listing the old key: its digest no longer checks.
+    assert (await check(**rotated))["signature_valid"] is False
+    # Listed as retired (PEM or raw base64): the old digest is valid again.
+    for public in (old.public_key_pem(), old.public_key_b64()):
+        result = await check(**rotated, signing_retired_public_keys=[public])
+        assert result["signature_valid"] is True
+        assert result["valid"] is True
+
+
+def test_a_retired_key_that_is_not_ed25519_is_refused() -> None:
+    from ragledger.services.signing import load_public_key
+
+    for bad in (base64.b64encode(b"too short").decode(), "not base64 at all!", "-----BEGIN x"):
+        with pytest.raises(ValueError, match="not an Ed25519 public key"):
+            load_public_key(bad)
