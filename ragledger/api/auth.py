@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -138,16 +137,18 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
         await self._record(request, user, UserVerified(user.id))
 
 
-async def get_user_db(session: SessionDep) -> AsyncIterator[TransactionalUserDatabase]:
+# Plain functions, not generators: they own nothing to clean up, and a generator
+# dependency of request scope may not sit on the function-scoped SessionDep.
+async def get_user_db(session: SessionDep) -> TransactionalUserDatabase:
     """The user database on the request's session."""
-    yield TransactionalUserDatabase(session, User)
+    return TransactionalUserDatabase(session, User)
 
 
 async def get_user_manager(
     request: Request, user_db: Annotated[TransactionalUserDatabase, Depends(get_user_db)]
-) -> AsyncIterator[UserManager]:
+) -> UserManager:
     """A manager bound to the request."""
-    yield UserManager(user_db, request)
+    return UserManager(user_db, request)
 
 
 def build_fastapi_users(secret: str, lifetime_s: int) -> FastAPIUsers[User, uuid.UUID]:

@@ -21,6 +21,10 @@ from ragledger.models.users import Role, User
 from ragledger.services.errors import AuthenticationError, PermissionDeniedError
 from ragledger.services.tokens import TokenClaims, TokenService
 
+# Text that reaches a query as a parameter: PostgreSQL's text cannot hold NUL and the
+# driver refuses such a parameter (it was a 500), so validation refuses it first (422).
+NO_NUL = r"^[^\x00]*$"
+
 
 def get_database(request: Request) -> Database:
     """The process's database handles, set up by the app's lifespan."""
@@ -47,7 +51,12 @@ async def get_session(
 
 DatabaseDep = Annotated[Database, Depends(get_database)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": the transaction commits (and its connection goes back to the pool)
+# when the endpoint returns, before the response is sent. With the default scope it
+# would stay open until the last byte reached the client: a streamed answer held a pooled
+# connection for its whole length (20 streams emptied the pool), and a request that
+# appended held the ledger's append lock while its response was being written.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 TokensDep = Annotated[TokenService, Depends(get_token_service)]
 
 bearer_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/jwt/login", auto_error=False)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ragledger.core import metrics
@@ -140,21 +141,56 @@ async def validate_question(
     return cleaned, k, ids
 
 
+# A terminal event (AnswerGenerated, AnswerFailed) must land even when the database is
+# briefly unreachable or its pool exhausted: a question without one stays "pending" in
+# every audit view. Retries are safe: expected_version turns a retry of an append that
+# did commit into WrongExpectedVersionError, which the callers read as "recorded".
+TERMINAL_APPEND_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0)
+
+
 async def _append(
     sessionmaker: async_sessionmaker[AsyncSession],
     request: QuestionRequest,
     progress: _Progress,
     event: object,
+    *,
+    terminal: bool = False,
 ) -> None:
-    async with sessionmaker() as session, session.begin():
-        recorded = await store.append(
-            session,
-            question_stream(request.question_id),
-            [event],
-            expected_version=progress.version,
-            metadata=request.metadata,
-        )
-    progress.version = recorded[0].stream_version
+    delays = iter(TERMINAL_APPEND_DELAYS_S if terminal else ())
+    retrying = False
+    while True:
+        try:
+            async with sessionmaker() as session, session.begin():
+                recorded = await store.append(
+                    session,
+                    question_stream(request.question_id),
+                    [event],
+                    expected_version=progress.version,
+                    metadata=request.metadata,
+                )
+        except WrongExpectedVersionError:
+            if not retrying:
+                raise
+            # Only this flow writes the question's stream: the attempt whose commit
+            # we did not hear back from did land.
+            progress.version = (progress.version or 0) + 1
+            return
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            retrying = True
+            delay = next(delays, None)
+            if delay is None:
+                raise
+            log.warning(
+                "answer_append_retry",
+                question_id=str(request.question_id),
+                event_type=type(event).__name__,
+                error=repr(exc),
+                retry_in_s=delay,
+            )
+            await asyncio.sleep(delay)
+            continue
+        progress.version = recorded[0].stream_version
+        return
 
 
 def _context_chunks(chunks: Sequence[RetrievedChunk]) -> tuple[ContextChunk, ...]:
@@ -269,6 +305,7 @@ async def _record_failure(
                 prompt_sha256=progress.prompt_sha256,
                 timings_ms=dict(progress.timings),
             ),
+            terminal=True,
         )
     except WrongExpectedVersionError:
         # The answer was recorded complete just before the failure: it stands.
@@ -431,6 +468,7 @@ async def _finish(
                 timings_ms=dict(progress.timings),
                 no_context=stats is None,
             ),
+            terminal=True,
         )
     )
     progress.finished = True
