@@ -11,6 +11,7 @@ stream ends with an `error` event and the ledger with `AnswerFailed`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -51,8 +52,13 @@ class Process:
         self.name = name
         self.log_path = logs / f"{name}.log"
         self._log = self.log_path.open("w")
+        # A session of its own: cleanup kills the whole group, uvicorn's workers included.
         self.proc = subprocess.Popen(
-            [RAGLEDGER, *args], env=env, stdout=self._log, stderr=subprocess.STDOUT
+            [RAGLEDGER, *args],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def records(self) -> list[dict]:
@@ -92,9 +98,9 @@ def processes() -> Iterator[list[Process]]:
         yield started
     finally:
         for process in started:
-            if process.proc.poll() is None:
-                process.proc.kill()
-                process.proc.wait(timeout=30)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.proc.pid, signal.SIGKILL)
+            process.proc.wait(timeout=30)
 
 
 async def until(condition, limit_s: float, what: str, interval: float = 0.3):
