@@ -38,7 +38,7 @@ from ragledger.events.oversight import AnomalyDetected, anomaly_stream
 from ragledger.events.questions import AnswerGenerated, QuestionAsked
 from ragledger.events.registry import registry
 from ragledger.models.oversight import DetectorRaisedRow, DetectorSignalRow
-from ragledger.projections.subscriber import Reactor
+from ragledger.projections.subscriber import HandlerError, Reactor
 from ragledger.services import anomaly_rules as rules
 from ragledger.services.anomaly_rules import Finding
 
@@ -88,12 +88,32 @@ class AnomalyDetectorReactor(Reactor):
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        # Findings of the batch in progress: (position, stream, event, metadata).
+        self._pending: list[tuple[int, str, AnomalyDetected, EventMetadata]] = []
 
     async def handle_batch(self, session: AsyncSession, events: Sequence[RecordedEvent]) -> None:
-        """Apply the batch, then forget signals older than any window looks back."""
+        """Apply the batch, forget signals older than any window looks back, then append.
+
+        The findings are appended last: an append takes the ledger's lock until the
+        batch commits, and taken mid-batch it would stall every writer (answers,
+        logins) for the rest of a batch of up to RUNNER_BATCH_SIZE events.
+        """
+        self._pending = []
         await super().handle_batch(session, events)
         if events:
             await self._prune(session, events[-1].recorded_at)
+        pending, self._pending = self._pending, []
+        for position, stream_id, event, metadata in pending:
+            try:
+                await store.append(
+                    session,
+                    stream_id,
+                    [event],
+                    expected_version=store.NO_STREAM,
+                    metadata=metadata,
+                )
+            except Exception as exc:
+                raise HandlerError(self.name, position, exc) from exc
 
     async def handle(self, session: AsyncSession, recorded: RecordedEvent) -> None:
         """Run the rules that concern this event and raise what they find."""
@@ -343,10 +363,10 @@ class AnomalyDetectorReactor(Reactor):
                 f"previous anomaly {previous.last_anomaly_id}"
             )
         anomaly_id = uuid7()
-        await store.append(
-            session,
-            anomaly_stream(anomaly_id),
-            [
+        self._pending.append(
+            (
+                recorded.position,
+                anomaly_stream(anomaly_id),
                 AnomalyDetected(
                     anomaly_id=anomaly_id,
                     rule=finding.rule.value,
@@ -354,15 +374,14 @@ class AnomalyDetectorReactor(Reactor):
                     subject=finding.subject,
                     summary=summary,
                     evidence_positions=finding.evidence_positions,
-                )
-            ],
-            expected_version=store.NO_STREAM,
-            metadata=EventMetadata(
-                actor_id="system:anomaly_detector",
-                actor_role="system",
-                correlation_id=recorded.metadata.get("correlation_id"),
-                causation_id=str(recorded.event_id),
-            ),
+                ),
+                EventMetadata(
+                    actor_id="system:anomaly_detector",
+                    actor_role="system",
+                    correlation_id=recorded.metadata.get("correlation_id"),
+                    causation_id=str(recorded.event_id),
+                ),
+            )
         )
         statement = insert(DetectorRaisedRow).values(
             rule=finding.rule.value,
