@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from typing import Any
+
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -12,10 +16,83 @@ from ragledger.api.request_context import event_metadata
 from ragledger.events.access import AccessDenied
 from ragledger.events.codec import CanonicalEncodingError
 from ragledger.events.errors import WrongExpectedVersionError
+from ragledger.schemas.errors import ErrorPublic, ValidationErrorPublic
 from ragledger.services.errors import AuthenticationError, DomainError, PermissionDeniedError
 from ragledger.services.security_events import record_security_event
 
 log = structlog.get_logger(__name__)
+
+# What each refusal means in the OpenAPI schema. Routes list the ones they can answer
+# with `error_responses(...)`, so that clients (and the schemathesis run in the tests)
+# see every status a route returns, with its body and headers.
+ERROR_DESCRIPTIONS: Mapping[int, str] = {
+    400: "Malformed request: a body that cannot be parsed",
+    401: "Missing, invalid, expired or revoked token, or a deactivated account",
+    403: "Your role does not allow this",
+    404: "Not found, or not yours to see",
+    409: "Conflicts with the current state",
+    413: "Request body too large",
+    415: "Unsupported file type",
+    422: "Invalid input",
+    429: "Rate limit exceeded",
+}
+# Answers to requests that carry a body: unparsable (400), over the body limit (413,
+# from BodyLimitMiddleware), invalid (422).
+BODY_ERRORS = (400, 413, 422)
+_HEADERS: Mapping[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": "Bearer",
+            "required": True,
+            "schema": {"type": "string"},
+        }
+    },
+    429: {
+        "Retry-After": {
+            "description": "Seconds until the limit lets a request through again",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
+}
+
+
+class ErrorResponse(JSONResponse):
+    """A JSON error body that renders even when it echoes input UTF-8 cannot encode.
+
+    JSON text may carry lone surrogates ("\\ud800") and Python keeps them in strings;
+    pydantic's errors echo the `input`, and some details quote it. Encoding those to
+    UTF-8 failed (a 500 in place of the 400 or 422): they become U+FFFD instead.
+    """
+
+    def render(self, content: Any) -> bytes:
+        """UTF-8 JSON, lone surrogates replaced."""
+        text = json.dumps(
+            content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+        )
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            repaired = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+            return repaired.encode("utf-8")
+
+
+def error_responses(
+    *codes: int, described: Mapping[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` entries of these error statuses (and of those in `described`,
+    with a description of the route's own)."""
+    described = described or {}
+    entries: dict[int | str, dict[str, Any]] = {}
+    for code in sorted({*codes, *described}):
+        entry: dict[str, Any] = {
+            "model": ValidationErrorPublic if code == 422 else ErrorPublic,
+            "description": described.get(code, ERROR_DESCRIPTIONS[code]),
+        }
+        if code in _HEADERS:
+            entry["headers"] = _HEADERS[code]
+        entries[code] = entry
+    return entries
 
 
 async def _record_denial(
@@ -48,17 +125,17 @@ async def domain_error_handler(request: Request, exc: Exception) -> JSONResponse
     elif isinstance(exc, PermissionDeniedError):
         await _record_denial(request, exc)
     log.info("request_refused", status=exc.status_code, detail=exc.detail)
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+    return ErrorResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
 
 async def conflict_handler(_request: Request, exc: Exception) -> JSONResponse:
     """Optimistic concurrency conflicts are 409."""
-    return JSONResponse({"detail": str(exc)}, status_code=409)
+    return ErrorResponse({"detail": str(exc)}, status_code=409)
 
 
 async def unstorable_handler(_request: Request, exc: Exception) -> JSONResponse:
     """Values the ledger cannot hold (NUL, invalid Unicode) are 422."""
-    return JSONResponse({"detail": str(exc)}, status_code=422)
+    return ErrorResponse({"detail": str(exc)}, status_code=422)
 
 
 async def validation_handler(_request: Request, exc: Exception) -> JSONResponse:
@@ -66,8 +143,8 @@ async def validation_handler(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     if any(error.get("type") == "json_invalid" for error in errors):
-        return JSONResponse({"detail": "malformed JSON body"}, status_code=400)
-    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+        return ErrorResponse({"detail": "malformed JSON body"}, status_code=400)
+    return ErrorResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -7,10 +7,10 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import Query
-from fastapi_pagination import Page
 from fastapi_pagination.cursor import CursorPage, CursorParams
 from pydantic import BaseModel, ConfigDict, Field
 
+from ragledger.schemas.pagination import Page
 from ragledger.schemas.questions import ContextPublic, LedgerRef
 from ragledger.services.audit_queries import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# PostgreSQL's bigint, the type of ledger positions: a larger one would fail in the
+# database (a 500) instead of in validation.
+MAX_POSITION = 2**63 - 1
+
 
 class HeadPublic(BaseModel):
     """A ledger position and its hash."""
@@ -29,7 +33,7 @@ class DigestPublic(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    position: int = Field(ge=0)
+    position: int = Field(ge=0, le=MAX_POSITION)
     hash: str = Field(pattern=r"^[0-9a-f]{64}$")
     signed_at: str = Field(max_length=40)
     key_id: str = Field(max_length=64)

@@ -89,6 +89,11 @@ def validate_password(password: str, *, min_length: int, email: str) -> None:
         raise InvalidInputError(f"password must be at least {min_length} characters")
     if len(password) > 1024:
         raise InvalidInputError("password must be at most 1024 characters")
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        # JSON may carry lone surrogates ("\ud800"); hashing needs UTF-8 (it was a 500).
+        raise InvalidInputError("password must be valid Unicode text") from None
     local = email.split("@", 1)[0].lower()
     if len(local) >= 4 and local in password.lower():
         raise InvalidInputError("password must not contain the email address")
@@ -105,7 +110,11 @@ def parse_role(role: str) -> Role:
 
 
 async def get_by_email(session: AsyncSession, email: str) -> User | None:
-    """The account with this email (case-insensitive)."""
+    """The account with this email (case-insensitive); None for one no account can have."""
+    if "\x00" in email:
+        # PostgreSQL text cannot hold NUL, so no stored email has one, and the driver
+        # refuses such a parameter outright (it was a 500 at login).
+        return None
     return await session.scalar(select(User).where(func.lower(User.email) == email.lower()))
 
 

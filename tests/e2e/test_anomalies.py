@@ -108,3 +108,13 @@ async def test_failed_logins_raise_an_anomaly_that_admins_get_by_mail_and_acknow
     # The employee's denials continue the same burst: held back, not raised or mailed again.
     assert len(await _anomalies(db)) == 1
     assert len(smtp.messages) == 1
+
+
+async def test_a_nul_in_the_subject_filter_is_422(client, accounts) -> None:
+    # Found by tests/e2e/test_schema_fuzz.py (on the documents' group filter): a NUL
+    # reached PostgreSQL, which refused it (a 500). Validation refuses it now.
+    response = await client.get(
+        "/api/v1/admin/anomalies", headers=accounts["admin"].headers, params={"subject": "\x00"}
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "subject"]

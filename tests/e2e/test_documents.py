@@ -329,6 +329,16 @@ async def test_access_groups_restrict_listings_and_follow_changes(
     assert bad.status_code == 422
 
 
+async def test_a_nul_in_the_group_filter_is_422(client, accounts) -> None:
+    # Found by tests/e2e/test_schema_fuzz.py: the NUL reached PostgreSQL, which refused
+    # it (a 500). Validation refuses it now, like any malformed query parameter.
+    response = await client.get(
+        "/api/v1/documents", headers=accounts["employee"].headers, params={"group": "h\x00r"}
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "group"]
+
+
 async def test_rebuild_reproduces_the_catalog_and_the_index_without_embedding(
     db, settings, client, accounts
 ) -> None:

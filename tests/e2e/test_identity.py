@@ -11,7 +11,9 @@ import pytest
 from sqlalchemy import text
 
 from ragledger.events import store
+from ragledger.schemas.pagination import MAX_PAGE
 from tests.e2e.conftest import PASSWORD, Account, login, make_account
+from tests.e2e.test_schema_fuzz import assert_documented
 
 BAD = {"detail": "incorrect email or password"}
 
@@ -78,6 +80,19 @@ async def test_wrong_password_and_unknown_email_look_the_same(db, client, monkey
         ("nobody@example.com", "unknown_email"),
     ]
     assert all(e["stream"] == "security" for e in failed)
+
+
+async def test_a_nul_in_the_username_is_an_ordinary_failed_login(db, client) -> None:
+    # Found by tests/e2e/test_schema_fuzz.py: the NUL reached PostgreSQL, which refused
+    # it (a 500). Now no account matches, and the attempt is recorded like any other.
+    await make_account(db, "nul@example.com", "employee")
+    response = await client.post(
+        "/api/v1/auth/jwt/login", data={"username": "nul\x00@example.com", "password": PASSWORD}
+    )
+    assert (response.status_code, response.json()) == (400, BAD)
+    [failed] = await _events(db, "LoginFailed")
+    assert failed["payload"]["email"] == "nul\ufffd@example.com"
+    assert failed["payload"]["reason"] == "unknown_email"
 
 
 async def test_deactivated_account_cannot_log_in(db, client, accounts) -> None:
@@ -307,7 +322,7 @@ async def _row_count(db, table: str) -> int:
     ids=["duplicate", "short-password", "unknown-role", "bad-group", "bad-email", "unknown-field"],
 )
 async def test_bad_account_input_is_refused_and_changes_nothing(
-    db, client, accounts, body, status, detail
+    app, db, client, accounts, body, status, detail
 ) -> None:
     users_before = await _row_count(db, "users")
     events_before = await _row_count(db, "events")
@@ -317,8 +332,43 @@ async def test_bad_account_input_is_refused_and_changes_nothing(
     assert response.status_code == status, response.text
     if detail is not None:
         assert response.json()["detail"] == detail
+    # The schemathesis run found the 409 undocumented and the 422 sentences ("password
+    # must be at least 12 characters") against a declared list-only 422 body.
+    assert_documented(app, response, "/api/v1/admin/users")
     assert await _row_count(db, "users") == users_before
     assert await _row_count(db, "events") == events_before
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (
+            '{"email": "a\\ud800@example.com", "password": "correct horse battery staple"}',
+            "Input should be a valid string, unable to parse raw data as a unicode string",
+        ),
+        (
+            '{"email": "ab@example.com", "password": "correct horse \\ud800 battery staple"}',
+            "password must be valid Unicode text",
+        ),
+    ],
+    ids=["email", "password"],
+)
+async def test_lone_surrogates_in_json_are_422(app, client, accounts, body, detail) -> None:
+    # JSON may escape a lone surrogate, which UTF-8 cannot encode: rendering the 422
+    # that echoed it, and hashing such a password, were 500s. The echo shows U+FFFD.
+    response = await client.post(
+        "/api/v1/admin/users",
+        headers={**accounts["admin"].headers, "Content-Type": "application/json"},
+        content=body.encode(),
+    )
+    assert response.status_code == 422, response.text
+    found = response.json()["detail"]
+    if isinstance(found, list):
+        assert found[0]["msg"] == detail
+        assert found[0]["input"] == "a\ufffd@example.com"
+    else:
+        assert found == detail
+    assert_documented(app, response, "/api/v1/admin/users")
 
 
 async def test_unknown_fields_in_admin_updates_are_422(db, client, accounts) -> None:
@@ -357,6 +407,40 @@ async def test_unknown_user_is_404(client, accounts) -> None:
         f"/api/v1/admin/users/{uuid.uuid4()}", headers=accounts["admin"].headers
     )
     assert (response.status_code, response.json()) == (404, {"detail": "user not found"})
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/admin/users",
+        "/api/v1/admin/anomalies",
+        "/api/v1/documents",
+        "/api/v1/audit/answers",
+    ],
+)
+async def test_a_page_past_what_the_database_can_offset_is_422(client, accounts, path) -> None:
+    # Found by tests/e2e/test_schema_fuzz.py: a page whose OFFSET ((page - 1) * size)
+    # overflowed bigint failed in the driver, a 500. Now the page number is bounded so
+    # that it cannot, and the last page allowed is an empty page.
+    headers = accounts["admin"].headers
+    for page in (2**62, MAX_PAGE + 1):
+        too_far = await client.get(path, headers=headers, params={"page": page, "size": 100})
+        assert too_far.status_code == 422
+        assert too_far.json()["detail"][0]["loc"] == ["query", "page"]
+    last = await client.get(path, headers=headers, params={"page": MAX_PAGE, "size": 100})
+    assert last.status_code == 200
+    assert last.json()["items"] == []
+
+
+@pytest.mark.parametrize("name", ["group", "email"])
+async def test_a_nul_in_an_account_filter_is_422(client, accounts, name) -> None:
+    # Found by tests/e2e/test_schema_fuzz.py (on the documents' group filter): a NUL
+    # reached PostgreSQL, which refused it (a 500). Validation refuses it now.
+    response = await client.get(
+        "/api/v1/admin/users", headers=accounts["admin"].headers, params={name: "a\x00"}
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", name]
 
 
 async def test_the_last_admin_cannot_be_demoted_or_deactivated(db, client, accounts) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Query, Request
-from fastapi_pagination import Page
 from fastapi_pagination.ext.sqlalchemy import apaginate
 from sqlalchemy import select
 
-from ragledger.api.deps import AdminUser, SessionDep
+from ragledger.api.deps import NO_NUL, AdminUser, SessionDep
+from ragledger.api.errors import BODY_ERRORS, error_responses
 from ragledger.api.request_context import event_metadata
 from ragledger.models.oversight import AnomalyRow
 from ragledger.schemas.anomalies import (
@@ -17,20 +17,23 @@ from ragledger.schemas.anomalies import (
     AnomalyAcknowledgementPublic,
     AnomalyPublic,
 )
+from ragledger.schemas.pagination import Page
 from ragledger.services import anomalies as anomalies_service
 from ragledger.services.anomaly_rules import Rule, Severity
 
-router = APIRouter(prefix="/admin/anomalies", tags=["admin"])
+router = APIRouter(prefix="/admin/anomalies", tags=["admin"], responses=error_responses(401, 403))
 
 
-@router.get("", response_model=Page[AnomalyPublic])
+@router.get("", response_model=Page[AnomalyPublic], responses=error_responses(422))
 async def list_anomalies(
     session: SessionDep,
     _admin: AdminUser,
     rule: Rule | None = None,
     severity: Severity | None = None,
     acknowledged: bool | None = None,
-    subject: str | None = Query(default=None, max_length=300, description="Exact match."),
+    subject: str | None = Query(
+        default=None, max_length=300, pattern=NO_NUL, description="Exact match."
+    ),
 ) -> Page[AnomalyPublic]:
     """List anomalies, newest first, by rule, severity, acknowledgement or subject (admin)."""
     query = select(AnomalyRow).order_by(AnomalyRow.detected_position.desc())
@@ -52,7 +55,9 @@ async def list_anomalies(
 @router.post(
     "/{anomaly_id}/acknowledge",
     response_model=AnomalyAcknowledgementPublic,
-    responses={404: {"description": "Unknown anomaly"}, 409: {"description": "Already done"}},
+    responses=error_responses(
+        *BODY_ERRORS, described={404: "Unknown anomaly", 409: "Already acknowledged"}
+    ),
 )
 async def acknowledge_anomaly(
     request: Request,

@@ -5,27 +5,30 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Query, Request, status
-from fastapi_pagination import Page
 from fastapi_pagination.ext.sqlalchemy import apaginate
 from sqlalchemy import func, select
 
-from ragledger.api.deps import AdminUser, SessionDep, SettingsDep
+from ragledger.api.deps import NO_NUL, AdminUser, SessionDep, SettingsDep
+from ragledger.api.errors import BODY_ERRORS, error_responses
 from ragledger.api.request_context import event_metadata
 from ragledger.models.users import Role, User
+from ragledger.schemas.pagination import Page
 from ragledger.schemas.users import GroupPublic, UserCreate, UserPublic, UserUpdate
 from ragledger.services import users as users_service
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+router = APIRouter(prefix="/admin", tags=["admin"], responses=error_responses(401, 403))
 
 
-@router.get("/users", response_model=Page[UserPublic])
+@router.get("/users", response_model=Page[UserPublic], responses=error_responses(422))
 async def list_users(
     session: SessionDep,
     _admin: AdminUser,
     role: Role | None = None,
-    group: str | None = Query(default=None, max_length=64),
+    group: str | None = Query(default=None, max_length=64, pattern=NO_NUL),
     active: bool | None = None,
-    email: str | None = Query(default=None, max_length=320, description="Substring match."),
+    email: str | None = Query(
+        default=None, max_length=320, pattern=NO_NUL, description="Substring match."
+    ),
 ) -> Page[UserPublic]:
     """List accounts, filtered by role, group, active state or email (admin)."""
     query = select(User).order_by(User.created_at, User.id)
@@ -41,7 +44,12 @@ async def list_users(
     return await apaginate(session, query)
 
 
-@router.post("/users", response_model=UserPublic, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/users",
+    response_model=UserPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(*BODY_ERRORS, described={409: "The email is taken"}),
+)
 async def create_user(
     request: Request,
     body: UserCreate,
@@ -64,13 +72,19 @@ async def create_user(
     return UserPublic.model_validate(view)
 
 
-@router.get("/users/{user_id}", response_model=UserPublic)
+@router.get("/users/{user_id}", response_model=UserPublic, responses=error_responses(404, 422))
 async def get_user(user_id: uuid.UUID, session: SessionDep, _admin: AdminUser) -> UserPublic:
     """One account (admin)."""
     return UserPublic.model_validate(await users_service.get_user(session, user_id))
 
 
-@router.patch("/users/{user_id}", response_model=UserPublic)
+@router.patch(
+    "/users/{user_id}",
+    response_model=UserPublic,
+    responses=error_responses(
+        *BODY_ERRORS, 404, described={409: "Would demote or deactivate the last active admin"}
+    ),
+)
 async def update_user(
     request: Request,
     user_id: uuid.UUID,
@@ -91,7 +105,11 @@ async def update_user(
     return UserPublic.model_validate(view)
 
 
-@router.post("/users/{user_id}/deactivate", response_model=UserPublic)
+@router.post(
+    "/users/{user_id}/deactivate",
+    response_model=UserPublic,
+    responses=error_responses(404, 422, described={409: "The last active admin"}),
+)
 async def deactivate_user(
     request: Request, user_id: uuid.UUID, session: SessionDep, admin: AdminUser
 ) -> UserPublic:

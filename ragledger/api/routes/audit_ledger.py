@@ -9,6 +9,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
 from ragledger.api.deps import AuditorUser, SessionDep
+from ragledger.api.errors import BODY_ERRORS, error_responses
 from ragledger.api.request_context import event_metadata
 from ragledger.events import store
 from ragledger.models.ledger import EventRow
@@ -23,14 +24,14 @@ from ragledger.schemas.ledger_audit import (
 from ragledger.services import ledger_audit
 from ragledger.services.signing import DigestSigner, SignedDigest
 
-router = APIRouter(prefix="/audit", tags=["audit"])
+router = APIRouter(prefix="/audit", tags=["audit"], responses=error_responses(401, 403))
 
 
 def _signer(request: Request) -> DigestSigner:
     return request.app.state.signer
 
 
-@router.get("/verify", response_model=VerificationPublic)
+@router.get("/verify", response_model=VerificationPublic, responses=error_responses(422))
 async def verify(
     request: Request,
     auditor: AuditorUser,
@@ -91,7 +92,9 @@ async def public_key(request: Request, _auditor: AuditorUser) -> PublicKeyPublic
     )
 
 
-@router.post("/digests/verify", response_model=DigestCheckPublic)
+@router.post(
+    "/digests/verify", response_model=DigestCheckPublic, responses=error_responses(*BODY_ERRORS)
+)
 async def check_digest(
     request: Request, body: DigestPublic, session: SessionDep, _auditor: AuditorUser
 ) -> DigestCheckPublic:
@@ -119,7 +122,10 @@ async def check_digest(
 @router.get(
     "/export",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/x-ndjson": {}}}, 422: {}},
+    responses={
+        200: {"content": {"application/x-ndjson": {}}},
+        **error_responses(422, described={400: "A range outside the ledger, or reversed"}),
+    },
 )
 async def export(
     request: Request,

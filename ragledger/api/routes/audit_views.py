@@ -17,6 +17,7 @@ from fastapi_pagination import resolve_params
 from fastapi_pagination.ext.sqlalchemy import apaginate
 
 from ragledger.api.deps import AuditorUser, SessionDep, SettingsDep
+from ragledger.api.errors import error_responses
 from ragledger.api.request_context import event_metadata
 from ragledger.events.envelope import RecordedEvent
 from ragledger.schemas.audit import (
@@ -32,6 +33,7 @@ from ragledger.schemas.audit import (
     DocumentVersionHistory,
     RetractionPublic,
 )
+from ragledger.schemas.ledger_audit import MAX_POSITION
 from ragledger.schemas.questions import ContextPublic, LedgerRef
 from ragledger.services import audit_queries
 from ragledger.services.audit_queries import (
@@ -46,12 +48,11 @@ from ragledger.services.audit_queries import (
 )
 
 log = structlog.get_logger(__name__)
-router = APIRouter(prefix="/audit", tags=["audit"])
+router = APIRouter(prefix="/audit", tags=["audit"], responses=error_responses(401, 403))
 
-# PostgreSQL's bigint: a larger position would fail in the database instead of in
-# validation.
-MAX_POSITION = 2**63 - 1
-BAD_REQUEST = {400: {"description": "Malformed or forged cursor, reversed range, bad filter"}}
+BAD_REQUEST = error_responses(
+    422, described={400: "Malformed or forged cursor, reversed range, bad filter"}
+)
 
 EventTypeQuery = Annotated[
     list[str] | None, Query(description="Repeat for several; unknown types match nothing.")
@@ -205,7 +206,9 @@ async def list_answers(
     return page
 
 
-@router.get("/answers/{question_id}", response_model=AuditAnswerStory)
+@router.get(
+    "/answers/{question_id}", response_model=AuditAnswerStory, responses=error_responses(404, 422)
+)
 async def get_answer_story(
     request: Request, question_id: uuid.UUID, session: SessionDep, auditor: AuditorUser
 ) -> AuditAnswerStory:
@@ -257,7 +260,11 @@ async def get_answer_story(
     return response
 
 
-@router.get("/documents/{document_id}/history", response_model=DocumentHistoryPublic)
+@router.get(
+    "/documents/{document_id}/history",
+    response_model=DocumentHistoryPublic,
+    responses=error_responses(404, 422),
+)
 async def get_document_history(
     request: Request,
     document_id: uuid.UUID,

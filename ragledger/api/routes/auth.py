@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import OAuth2PasswordRequestForm
 
 from ragledger.api.deps import CurrentUser, SessionDep, TokensDep, current_claims
+from ragledger.api.errors import error_responses
 from ragledger.api.rate_limits import RateScope
 from ragledger.api.request_context import client_ip, event_metadata
 from ragledger.events import store
@@ -33,7 +34,9 @@ _DUMMY_HASH = users_service.password_helper.hash("timing-equaliser-not-a-passwor
 @router.post(
     "/login",
     response_model=AccessTokenPublic,
-    responses={400: {"description": "Incorrect email or password"}, 429: {}},
+    responses=error_responses(
+        413, 422, 429, described={400: "Incorrect email or password, or an unparsable form"}
+    ),
 )
 async def login(
     request: Request,
@@ -43,9 +46,12 @@ async def login(
 ) -> AccessTokenPublic | JSONResponse:
     """Exchange email and password for a bearer token (public)."""
     email = credentials.username.strip()
+    # The ledger cannot hold NUL (no account's email has one: get_by_email finds none);
+    # the attempt is counted and recorded with U+FFFD in its place.
+    storable_email = email.replace("\x00", "\ufffd")
     limits = request.app.state.rate_limits
     await limits.enforce(request, RateScope.LOGIN_ADDRESS, client_ip(request))
-    await limits.enforce(request, RateScope.LOGIN_ACCOUNT, email.casefold())
+    await limits.enforce(request, RateScope.LOGIN_ACCOUNT, storable_email.casefold())
 
     user = await users_service.get_by_email(session, email) if email else None
     if user is None:
@@ -66,7 +72,9 @@ async def login(
     if reason:
         await record_security_event(
             request.app.state.database.sessionmaker,
-            LoginFailed(email=email[:320], reason=reason, user_id=user.id if user else None),
+            LoginFailed(
+                email=storable_email[:320], reason=reason, user_id=user.id if user else None
+            ),
             event_metadata(request),
         )
         return JSONResponse({"detail": BAD_CREDENTIALS}, status_code=status.HTTP_400_BAD_REQUEST)
@@ -82,7 +90,7 @@ async def login(
     return AccessTokenPublic(access_token=token, expires_in=tokens.lifetime_s)
 
 
-@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(401))
 async def logout(
     request: Request,
     session: SessionDep,

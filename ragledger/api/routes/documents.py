@@ -6,10 +6,10 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
-from fastapi_pagination import Page
 from fastapi_pagination.ext.sqlalchemy import apaginate
 
-from ragledger.api.deps import AdminUser, EmployeeUser, SessionDep, SettingsDep
+from ragledger.api.deps import NO_NUL, AdminUser, EmployeeUser, SessionDep, SettingsDep
+from ragledger.api.errors import BODY_ERRORS, error_responses
 from ragledger.api.rate_limits import RateScope
 from ragledger.api.request_context import event_metadata
 from ragledger.core.settings import Settings
@@ -23,15 +23,18 @@ from ragledger.schemas.documents import (
     DocumentPublic,
     DocumentVersionPublic,
 )
+from ragledger.schemas.pagination import Page
 from ragledger.services import documents as documents_service
 from ragledger.services.documents import PayloadTooLargeError, Reader
 
-router = APIRouter(prefix="/documents", tags=["documents"])
+router = APIRouter(prefix="/documents", tags=["documents"], responses=error_responses(401))
 
-UPLOAD_RESPONSES: dict[int | str, dict[str, str]] = {
-    413: {"description": "The file is over MAX_UPLOAD_BYTES"},
-    415: {"description": "The content is not PDF, DOCX, HTML, Markdown or plain text"},
-    429: {"description": "Upload rate limit"},
+UPLOAD_ERRORS = {
+    400: "A form that cannot be parsed",
+    413: "The file is over MAX_UPLOAD_BYTES",
+    415: "The content is not PDF, DOCX, HTML, Markdown or plain text",
+    422: "A missing or empty file, a title too long",
+    429: "Upload rate limit",
 }
 
 
@@ -54,7 +57,7 @@ async def _read_capped(file: UploadFile, settings: Settings) -> bytes:
     "",
     response_model=DocumentAccepted,
     status_code=status.HTTP_202_ACCEPTED,
-    responses=UPLOAD_RESPONSES,
+    responses=error_responses(403, described=UPLOAD_ERRORS),
 )
 async def upload_document(
     request: Request,
@@ -85,7 +88,9 @@ async def upload_document(
     "/{document_id}/versions",
     response_model=DocumentAccepted,
     status_code=status.HTTP_202_ACCEPTED,
-    responses=UPLOAD_RESPONSES,
+    responses=error_responses(
+        403, 404, described={**UPLOAD_ERRORS, 409: "The document was retracted"}
+    ),
 )
 async def upload_version(
     request: Request,
@@ -114,7 +119,11 @@ async def upload_version(
     return DocumentAccepted.model_validate(accepted, from_attributes=True)
 
 
-@router.delete("/{document_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{document_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(403, 404, 422, described={409: "Already retracted"}),
+)
 async def retract_document(
     request: Request, document_id: uuid.UUID, session: SessionDep, admin: AdminUser
 ) -> Response:
@@ -128,7 +137,11 @@ async def retract_document(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.patch("/{document_id}", response_model=DocumentAccessPublic)
+@router.patch(
+    "/{document_id}",
+    response_model=DocumentAccessPublic,
+    responses=error_responses(*BODY_ERRORS, 403, 404, described={409: "The document is retracted"}),
+)
 async def change_access(
     request: Request,
     document_id: uuid.UUID,
@@ -147,14 +160,14 @@ async def change_access(
     return DocumentAccessPublic(document_id=document_id, access_groups=list(groups))
 
 
-@router.get("", response_model=Page[DocumentPublic])
+@router.get("", response_model=Page[DocumentPublic], responses=error_responses(422))
 async def list_documents(
     session: SessionDep,
     user: EmployeeUser,
     status_filter: Annotated[
         Literal["pending", "indexed", "failed", "retracted"] | None, Query(alias="status")
     ] = None,
-    group: Annotated[str | None, Query(max_length=64)] = None,
+    group: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
 ) -> Page[DocumentPublic]:
     """Documents you may read, newest first, filtered by status or group (employee and up)."""
     query = documents_service.readable_documents(
@@ -168,7 +181,7 @@ async def list_documents(
     return await apaginate(session, query)
 
 
-@router.get("/{document_id}", response_model=DocumentDetail)
+@router.get("/{document_id}", response_model=DocumentDetail, responses=error_responses(404, 422))
 async def get_document(
     document_id: uuid.UUID, session: SessionDep, user: EmployeeUser
 ) -> DocumentDetail:
