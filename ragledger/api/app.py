@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from ragledger.api.auth import build_fastapi_users
 from ragledger.api.body_limit import BodyLimitMiddleware
 from ragledger.api.client_address import TrustedProxies
-from ragledger.api.errors import install_error_handlers
+from ragledger.api.errors import BODY_ERRORS, error_responses, install_error_handlers
 from ragledger.api.middleware import RequestContextMiddleware
 from ragledger.api.rate_limits import (
     RateLimitExceededError,
@@ -167,9 +167,19 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
     fastapi_users = build_fastapi_users(
         settings.resolved_secret_key(), settings.access_token_lifetime_s
     )
-    api.include_router(fastapi_users.get_reset_password_router(), prefix="/auth", tags=["auth"])
+    # Malformed JSON is 400 (api/errors.py); the library declares 400 only where it has
+    # one of its own, so the body errors are added to both routers.
     api.include_router(
-        fastapi_users.get_verify_router(FastAPIUsersRead), prefix="/auth", tags=["auth"]
+        fastapi_users.get_reset_password_router(),
+        prefix="/auth",
+        tags=["auth"],
+        responses=error_responses(*BODY_ERRORS),
+    )
+    api.include_router(
+        fastapi_users.get_verify_router(FastAPIUsersRead),
+        prefix="/auth",
+        tags=["auth"],
+        responses=error_responses(*BODY_ERRORS),
     )
     if settings.allow_registration:
         api.include_router(

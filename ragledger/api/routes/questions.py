@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request, status
 from fastapi.responses import StreamingResponse
 
 from ragledger.api.deps import EmployeeUser, SessionDep, SettingsDep
+from ragledger.api.errors import BODY_ERRORS, error_responses
 from ragledger.api.rate_limits import RateScope
 from ragledger.api.request_context import event_metadata
 from ragledger.api.routes.documents import reader_of
@@ -144,9 +145,15 @@ async def sse_stream(
             "content": {"text/event-stream": {}},
             "description": "Events: question, context, token*, then done or error.",
         },
-        403: {"description": "A document in document_ids is not readable"},
-        422: {"description": "Empty or too long question, top_k out of range"},
-        429: {"description": "Question rate limit"},
+        **error_responses(
+            *BODY_ERRORS,
+            401,
+            described={
+                403: "A document in document_ids is not readable",
+                422: "Empty or too long question, top_k out of range",
+                429: "Question rate limit",
+            },
+        ),
     },
 )
 async def ask(
@@ -183,7 +190,7 @@ async def ask(
     )
 
 
-@router.post("/search", response_model=SearchPublic)
+@router.post("/search", response_model=SearchPublic, responses=error_responses(*BODY_ERRORS, 401))
 async def search(
     request: Request,
     body: SearchCreate,
@@ -247,7 +254,11 @@ async def search(
     )
 
 
-@router.get("/answers/{answer_id}", response_model=AnswerPublic)
+@router.get(
+    "/answers/{answer_id}",
+    response_model=AnswerPublic,
+    responses=error_responses(401, 403, 404, 422),
+)
 async def get_answer(answer_id: uuid.UUID, session: SessionDep, user: EmployeeUser) -> AnswerPublic:
     """An answer with its exact context and ledger positions (asker, auditors, admins)."""
     p = await load_provenance(session, answer_id, reader_of(user))
@@ -284,7 +295,10 @@ async def get_answer(answer_id: uuid.UUID, session: SessionDep, user: EmployeeUs
 
 
 @router.post(
-    "/answers/{answer_id}/feedback", status_code=status.HTTP_201_CREATED, response_model=dict
+    "/answers/{answer_id}/feedback",
+    status_code=status.HTTP_201_CREATED,
+    response_model=dict,
+    responses=error_responses(*BODY_ERRORS, 401, 403, 404, 409),
 )
 async def give_feedback(
     request: Request,
