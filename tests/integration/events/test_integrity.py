@@ -103,6 +103,30 @@ async def test_rehashed_forgery_is_found_where_the_links_break(db) -> None:
     assert result.first_invalid_position == 3
 
 
+async def test_verification_between_a_trusted_point_and_a_ceiling(db) -> None:
+    await _seed(db, 9)
+    async with db.sessionmaker() as session:
+        third = (await store.read_all(session, after=2, limit=1))[0]
+        result = await verify_chain(
+            session, from_position=3, from_hash=third.hash, up_to=7, batch_size=2
+        )
+    assert (result.valid, result.checked, result.head_position) == (True, 4, 7)
+    async with db.sessionmaker() as session:
+        wrong = await verify_chain(session, from_position=3, from_hash=bytes(32), batch_size=2)
+    assert (wrong.valid, wrong.first_invalid_position) == (False, 4)
+
+
+async def test_session_is_usable_after_a_failure_with_the_next_page_in_flight(db) -> None:
+    """The next page is read while one is checked; a failure still leaves the session clean."""
+    await _seed(db, 9)
+    await _tamper(db, """UPDATE events SET payload = '{"i": 99}' WHERE position = 2""")
+    async with db.sessionmaker() as session:
+        result = await verify_chain(session, batch_size=4)
+        assert (result.valid, result.first_invalid_position, result.checked) == (False, 2, 1)
+        assert await session.scalar(text("SELECT count(*) FROM events")) == 9
+        assert (await verify_chain(session, up_to=1)).valid
+
+
 @pytest.mark.parametrize(
     "statement",
     [
