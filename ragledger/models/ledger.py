@@ -31,6 +31,7 @@ class EventRow(Base):
     __table_args__ = (
         UniqueConstraint("stream_id", "stream_version"),
         Index("ix_events_event_type_position", "event_type", "position"),
+        Index("ix_events_stream_id_position", "stream_id", "position"),
     )
 
     position: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)

@@ -37,6 +37,7 @@ from typing import Any, Literal
 from sqlalchemy import Select, Text, func, literal_column, select, text, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ragledger.core.database import plan_each_query
 from ragledger.events import store
 from ragledger.events.audit import AuditViewed, audit_stream
 from ragledger.events.documents import document_stream
@@ -405,6 +406,7 @@ async def page_events(
     `previous_page`.
     """
     size = clamp_size(size)
+    await plan_each_query(session)
     fingerprint = filters.fingerprint(order)
     start: EventCursor | None = None
     if cursor is not None:

@@ -19,6 +19,7 @@ from fastapi_pagination.ext.sqlalchemy import apaginate
 from ragledger.api.deps import AuditorUser, SessionDep, SettingsDep
 from ragledger.api.errors import error_responses
 from ragledger.api.request_context import event_metadata
+from ragledger.core.database import plan_each_query
 from ragledger.events.envelope import RecordedEvent
 from ragledger.schemas.audit import (
     AccessChangePublic,
@@ -194,6 +195,7 @@ async def list_answers(
         statuses=status,
         without_citation=without_citation,
     )
+    await plan_each_query(session)
     page = await apaginate(session, filters.query())
     await audit_queries.record_view(
         session,
