@@ -87,7 +87,7 @@ from ragledger.events.envelope import EventMetadata, RecordedEvent
 from ragledger.projections.chunks import ChunksProjection
 from ragledger.projections.ingestion import IngestionReactor, embedding_input
 from ragledger.projections.registry import all_subscribers
-from ragledger.projections.runner import RunnerConfig, SubscriberRunner
+from ragledger.projections.runner import SubscriberRunner, runner_config
 from ragledger.projections.subscriber import Subscriber
 from ragledger.services import documents
 from ragledger.services.embedding import (
@@ -578,17 +578,6 @@ async def wait_indexed(bench: Bench, tracker: Tracker, ids: Sequence[str], phase
         tracker.wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(tracker.wake.wait(), timeout=0.5)
-
-
-def runner_config(settings: Settings) -> RunnerConfig:
-    """The runner's timing from settings, as the API process builds it."""
-    return RunnerConfig(
-        batch_size=settings.runner_batch_size,
-        poll_interval_s=settings.runner_poll_interval_s,
-        backoff_initial_s=settings.runner_backoff_initial_s,
-        backoff_max_s=settings.runner_backoff_max_s,
-        standby_retry_s=settings.runner_standby_retry_s,
-    )
 
 
 async def run_pipeline(

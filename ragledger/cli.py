@@ -122,10 +122,10 @@ def run_runner(
     """
     from prometheus_client import start_http_server
 
-    from ragledger.api.app import runner_config, scheduled_digests
     from ragledger.core.metrics import monitor_event_loop_lag
     from ragledger.projections.registry import all_subscribers
-    from ragledger.projections.runner import SubscriberRunner
+    from ragledger.projections.runner import SubscriberRunner, runner_config
+    from ragledger.services.ledger_audit import scheduled_digests
     from ragledger.services.signing import DigestSigner
 
     settings = _settings()
@@ -141,7 +141,7 @@ def run_runner(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runner.stop)
         background = [
-            asyncio.create_task(scheduled_digests(database, signer, settings)),
+            asyncio.create_task(scheduled_digests(database.sessionmaker, signer, settings)),
             asyncio.create_task(monitor_event_loop_lag()),
         ]
         try:

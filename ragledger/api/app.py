@@ -43,15 +43,14 @@ from ragledger.api.shutdown import ShutdownSignal
 from ragledger.core.embedded_postgres import release_embedded_postgres
 from ragledger.core.logging import configure_logging
 from ragledger.core.metrics import monitor_event_loop_lag
-from ragledger.core.runtime import Database, open_database
+from ragledger.core.runtime import open_database
 from ragledger.core.settings import Settings, get_settings
 from ragledger.events.access import RateLimitExceeded
-from ragledger.events.envelope import EventMetadata
 from ragledger.projections.registry import all_subscribers
-from ragledger.projections.runner import RunnerConfig, SubscriberRunner
+from ragledger.projections.runner import SubscriberRunner, runner_config
 from ragledger.schemas.users import FastAPIUsersCreate, FastAPIUsersRead
 from ragledger.services.embedding import close_embedders
-from ragledger.services.ledger_audit import sign_if_due
+from ragledger.services.ledger_audit import scheduled_digests
 from ragledger.services.local_llm import close_local_llm, get_local_llm, register_local_llm
 from ragledger.services.mail import Mailer
 from ragledger.services.security_events import record_security_event
@@ -60,17 +59,6 @@ from ragledger.services.token_revocation import create_token_revocations
 from ragledger.services.tokens import TokenService
 
 log = structlog.get_logger(__name__)
-
-
-def runner_config(settings: Settings) -> RunnerConfig:
-    """The runner's timing from settings."""
-    return RunnerConfig(
-        batch_size=settings.runner_batch_size,
-        poll_interval_s=settings.runner_poll_interval_s,
-        backoff_initial_s=settings.runner_backoff_initial_s,
-        backoff_max_s=settings.runner_backoff_max_s,
-        standby_retry_s=settings.runner_standby_retry_s,
-    )
 
 
 def create_app(settings: Settings | None = None, *, run_subscribers: bool | None = None) -> FastAPI:
@@ -110,7 +98,8 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
             )
             runner_task = asyncio.create_task(runner.run(), name="subscriber-runner")
             digests_task = asyncio.create_task(
-                scheduled_digests(database, app.state.signer, settings), name="scheduled-digests"
+                scheduled_digests(database.sessionmaker, app.state.signer, settings),
+                name="scheduled-digests",
             )
         app.state.shutdown = ShutdownSignal()
         app.state.shutdown.install()
@@ -211,24 +200,6 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
     app.add_middleware(RequestContextMiddleware)
     add_cors(app, settings.cors_origins)
     return app
-
-
-async def scheduled_digests(database: Database, signer: DigestSigner, settings: Settings) -> None:
-    """Sign the ledger head once per DIGEST_INTERVAL_S (checked hourly, one process signs)."""
-    metadata = EventMetadata(actor_id="system:digests", actor_role="system")
-    while True:
-        try:
-            digest = await sign_if_due(
-                database.sessionmaker,
-                signer,
-                interval_s=settings.digest_interval_s,
-                metadata=metadata,
-            )
-            if digest is not None:
-                log.info("digest_signed", position=digest.position, key_id=digest.key_id)
-        except Exception as exc:  # noqa: BLE001  (retried at the next tick)
-            log.warning("digest_schedule_failed", error=repr(exc))
-        await asyncio.sleep(min(3600, settings.digest_interval_s / 4))
 
 
 async def record_rate_limit_exceeded(

@@ -246,7 +246,7 @@ async def append_many(
     return recorded
 
 
-_COLUMNS = (
+EVENT_COLUMNS = (
     _events.c.position,
     _events.c.event_id,
     _events.c.stream_id,
@@ -261,7 +261,8 @@ _COLUMNS = (
 )
 
 
-def _to_recorded(row: Any) -> RecordedEvent:
+def to_recorded(row: Any) -> RecordedEvent:
+    """A row of EVENT_COLUMNS as a RecordedEvent."""
     # Positional access: reads convert every row, and names cost a lookup each.
     (position, event_id, stream_id, version, event_type, schema, payload, meta, at, prev, hsh) = row
     return RecordedEvent(
@@ -289,7 +290,7 @@ async def read_all(
     up_to: int | None = None,
 ) -> list[RecordedEvent]:
     """Events with position > `after` (and <= `up_to`), in position order, at most `limit`."""
-    query = select(*_COLUMNS).where(_events.c.position > after).order_by(_events.c.position)
+    query = select(*EVENT_COLUMNS).where(_events.c.position > after).order_by(_events.c.position)
     if up_to is not None:
         query = query.where(_events.c.position <= up_to)
     if event_types is not None:
@@ -297,7 +298,7 @@ async def read_all(
     if stream_id is not None:
         query = query.where(_events.c.stream_id == stream_id)
     result = await session.execute(query.limit(limit))
-    return [_to_recorded(row) for row in result]
+    return [to_recorded(row) for row in result]
 
 
 async def read_stream(
@@ -305,11 +306,11 @@ async def read_stream(
 ) -> list[RecordedEvent]:
     """Every event of one stream from `from_version`, in version order."""
     result = await session.execute(
-        select(*_COLUMNS)
+        select(*EVENT_COLUMNS)
         .where(_events.c.stream_id == stream_id, _events.c.stream_version >= from_version)
         .order_by(_events.c.stream_version)
     )
-    return [_to_recorded(row) for row in result]
+    return [to_recorded(row) for row in result]
 
 
 async def stream_version(session: AsyncSession, stream_id: str) -> int:

@@ -17,6 +17,7 @@ import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import asyncpg
 import structlog
@@ -29,6 +30,9 @@ from ragledger.events import store
 from ragledger.events.store import LOCK_NAMESPACE, NOTIFY_CHANNEL
 from ragledger.models.ledger import SubscriberCheckpoint
 from ragledger.projections.subscriber import HandlerError, Projection, Subscriber
+
+if TYPE_CHECKING:
+    from ragledger.core.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +51,17 @@ class RunnerConfig:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
     standby_retry_s: float = 2.0
+
+
+def runner_config(settings: Settings) -> RunnerConfig:
+    """The runner's timing from settings."""
+    return RunnerConfig(
+        batch_size=settings.runner_batch_size,
+        poll_interval_s=settings.runner_poll_interval_s,
+        backoff_initial_s=settings.runner_backoff_initial_s,
+        backoff_max_s=settings.runner_backoff_max_s,
+        standby_retry_s=settings.runner_standby_retry_s,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,19 +67,6 @@ MAX_HISTORY_ANSWERS = 1000
 CURSOR_VERSION = 1
 
 _events = EventRow.__table__
-_COLUMNS = (
-    _events.c.position,
-    _events.c.event_id,
-    _events.c.stream_id,
-    _events.c.stream_version,
-    _events.c.event_type,
-    _events.c.schema_version,
-    _events.c.payload,
-    _events.c["metadata"],
-    _events.c.recorded_at,
-    _events.c.prev_hash,
-    _events.c.hash,
-)
 # Written like the expression of ix_events_actor_id_position.
 _actor_id = literal_column("events.metadata->>'actor_id'")
 # The document's stream and those of the questions whose retrieved context held it; the
@@ -340,23 +327,6 @@ class EventPage:
         return {"cursor": (self.cursor.direction, str(self.cursor.position))}
 
 
-def _to_recorded(row: Any) -> RecordedEvent:
-    (position, event_id, stream_id, version, event_type, schema, payload, meta, at, prev, hsh) = row
-    return RecordedEvent(
-        position=position,
-        event_id=event_id,
-        stream_id=stream_id,
-        stream_version=version,
-        event_type=event_type,
-        schema_version=schema,
-        payload=payload,
-        metadata=meta,
-        recorded_at=at,
-        prev_hash=bytes(prev),
-        hash=bytes(hsh),
-    )
-
-
 def _document_page_query(
     document_id: uuid.UUID, where: list[Any], descending: bool, limit: int
 ) -> Select[Any]:
@@ -374,14 +344,14 @@ def _document_page_query(
     )
     version = _events.c.stream_version
     per_stream = (
-        select(*_COLUMNS)
+        select(*store.EVENT_COLUMNS)
         .where(_events.c.stream_id == streams.c.stream_id, *where)
         .order_by(version.desc() if descending else version.asc())
         .limit(limit)
         .lateral("per_stream")
     )
     return (
-        select(*(per_stream.c[c.name] for c in _COLUMNS))
+        select(*(per_stream.c[c.name] for c in store.EVENT_COLUMNS))
         .select_from(streams.join(per_stream, true()))
         .order_by(per_stream.c.position.desc() if descending else per_stream.c.position.asc())
         .limit(limit)
@@ -428,14 +398,14 @@ async def page_events(
         )
     if filters.document_id is None:
         query = (
-            select(*_COLUMNS)
+            select(*store.EVENT_COLUMNS)
             .where(*where)
             .order_by(_events.c.position.desc() if descending else _events.c.position.asc())
             .limit(size + 1)
         )
     else:
         query = _document_page_query(filters.document_id, where, descending, size + 1)
-    rows = [_to_recorded(row) for row in await session.execute(query)]
+    rows = [store.to_recorded(row) for row in await session.execute(query)]
     more = len(rows) > size
     items = rows[:size]
     if direction == "prev":
@@ -596,12 +566,12 @@ async def question_story(
     question_events = [e for e in provenance.events if e.stream_id == stream]
     source_events = [e for e in provenance.events if e.stream_id != stream]
     result = await session.execute(
-        select(*_COLUMNS)
+        select(*store.EVENT_COLUMNS)
         .where(_READS_OF_TARGET.bindparams(target_id=str(question_id)))
         .order_by(_events.c.position)
         .limit(MAX_STORY_READS)
     )
-    reads = [_to_recorded(row) for row in result]
+    reads = [store.to_recorded(row) for row in result]
     return QuestionStory(provenance, question_events, source_events, reads)
 
 
@@ -700,11 +670,11 @@ async def document_history(
         "THEN NULL ELSE events.payload END"
     )
     rows = await session.execute(
-        select(*(payload if c is _events.c.payload else c for c in _COLUMNS))
+        select(*(payload if c is _events.c.payload else c for c in store.EVENT_COLUMNS))
         .where(_events.c.stream_id == document_stream(document_id))
         .order_by(_events.c.stream_version)
     )
-    events = [_to_recorded(row) for row in rows]
+    events = [store.to_recorded(row) for row in rows]
     if not events:
         raise NotFoundError("document not found")
     history = DocumentHistory(document_id=document_id, events=events)

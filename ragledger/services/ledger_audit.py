@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+import structlog
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -17,6 +20,11 @@ from ragledger.models.ledger import EventRow
 from ragledger.services.errors import BadRequestError
 from ragledger.services.ledger_verification import ChainVerification, verify_chain
 from ragledger.services.signing import DigestSigner, SignedDigest
+
+if TYPE_CHECKING:
+    from ragledger.core.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 EXPORT_BATCH = 2000
 
@@ -271,3 +279,23 @@ async def sign_if_due(
         digest = signer.sign(head.position, head.hash.hex())
         await record_digest(session, digest, purpose="scheduled", metadata=metadata)
     return digest
+
+
+async def scheduled_digests(
+    sessionmaker: async_sessionmaker[AsyncSession], signer: DigestSigner, settings: Settings
+) -> None:
+    """Sign the ledger head once per DIGEST_INTERVAL_S (checked hourly, one process signs)."""
+    metadata = EventMetadata(actor_id="system:digests", actor_role="system")
+    while True:
+        try:
+            digest = await sign_if_due(
+                sessionmaker,
+                signer,
+                interval_s=settings.digest_interval_s,
+                metadata=metadata,
+            )
+            if digest is not None:
+                log.info("digest_signed", position=digest.position, key_id=digest.key_id)
+        except Exception as exc:  # noqa: BLE001  (retried at the next tick)
+            log.warning("digest_schedule_failed", error=repr(exc))
+        await asyncio.sleep(min(3600, settings.digest_interval_s / 4))

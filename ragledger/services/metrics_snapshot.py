@@ -25,7 +25,10 @@ async def read_subscriber_lags(
     how long the oldest unapplied fact has been waiting.
     """
     statuses = await subscriber_statuses(session, subscribers)
-    head = (await store.head(session)).position
+    # subscriber_statuses read the head already: lag = head - checkpoint (never negative).
+    head = (
+        statuses[0].position + statuses[0].lag if statuses else (await store.head(session)).position
+    )
     behind = [s.position + 1 for s in statuses if s.lag > 0]
     recorded: dict[int, datetime] = {}
     if behind:
