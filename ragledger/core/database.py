@@ -54,11 +54,15 @@ def create_engine(
         if not set(role) <= _ROLE_NAME_CHARS:
             raise ValueError(f"invalid role name {role!r}")
 
+        statement = f"SET ROLE {role}"
+
         @event.listens_for(engine.sync_engine, "connect")
         def _set_role(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute(f"SET ROLE {role}")
-            cursor.close()
+            # On the raw asyncpg connection, outside the adapter's transaction: through a
+            # cursor, the SET ran inside the connection's first transaction, and a
+            # rollback of that transaction (an error, or switching the connection to
+            # autocommit) silently put it back to the login role.
+            dbapi_connection.run_async(lambda raw: raw.execute(statement))
 
     return engine
 

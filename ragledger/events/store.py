@@ -1,31 +1,30 @@
 """The event store: append batches under one lock, read forward, read a stream, the head.
 
-Appends are serialised by a transaction-scoped advisory lock, taken in its own
-statement before the head is read: in READ COMMITTED every later statement then sees
-the previous appender's commit, so positions are gapless and commit order equals
-position order. Everything slow (validation, JSON encoding) happens before the lock;
-the caller must commit promptly after appending, since the lock lives until then.
+An append is one statement, `ragledger_append` (migration 0007_ledger_append): it takes
+a transaction-scoped advisory lock, then reads the head and the streams' versions in
+fresh snapshots (READ COMMITTED), so they see the previous appender's commit: positions
+are gapless and commit order equals position order. Everything slow (validation, JSON
+encoding, the canonical prefix) happens here before the call. In a caller's
+transaction the lock lives until that commits, so commit promptly after appending; in
+autocommit (`autocommit_sessionmaker`) it is released when the statement ends.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ragledger.core import metrics
 from ragledger.events.codec import (
     GENESIS_HASH,
     canonical_json,
     canonical_prefix,
-    canonical_suffix,
     check_json_value,
-    format_timestamp,
 )
 from ragledger.events.envelope import EventMetadata, LedgerHead, NewEvent, RecordedEvent
 from ragledger.events.errors import WrongExpectedVersionError
@@ -42,8 +41,6 @@ NO_STREAM = 0
 """expected_version for a stream that must not exist yet."""
 
 _events = EventRow.__table__
-_LOCK = text("SELECT pg_advisory_xact_lock(:ns, :id)")
-_LOCK_PARAMS = {"ns": LOCK_NAMESPACE, "id": APPEND_LOCK_ID}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,45 +60,20 @@ class _Prepared:
     prefix: bytes
 
 
-# Head, database clock and each stream's current version in one round trip. The
-# per-stream max() is a correlated subquery so that PostgreSQL reads one entry of the
-# (stream_id, stream_version) index per stream, however long the stream is.
-_HEAD_AND_VERSIONS = text(
+# The critical section runs inside PostgreSQL (migration 0007_ledger_append): one
+# statement takes the lock, reads the head and the streams' versions, chains the hashes,
+# inserts the batch and queues the NOTIFY (delivered at commit, so a woken subscriber
+# finds the rows). In autocommit the lock is released when the statement ends.
+_APPEND = text(
     """
-    SELECT h.position, h.hash, clock_timestamp() AS now,
-           ARRAY(
-               SELECT coalesce(
-                   (SELECT max(e.stream_version) FROM events AS e WHERE e.stream_id = u.sid), 0)
-               FROM unnest(CAST(:stream_ids AS text[])) WITH ORDINALITY AS u(sid, ord)
-               ORDER BY u.ord
-           ) AS versions
-    FROM (SELECT 1) AS one
-    LEFT JOIN LATERAL (
-        SELECT position, hash FROM events ORDER BY position DESC LIMIT 1
-    ) AS h ON true
-    """
-)
-
-# The whole batch in one statement (arrays, not one row per parameter set), and the
-# NOTIFY with it: PostgreSQL delivers it at commit, so a woken subscriber finds the rows.
-_INSERT_AND_NOTIFY = text(
-    """
-    WITH inserted AS (
-        INSERT INTO events (position, event_id, stream_id, stream_version, event_type,
-                            schema_version, payload, metadata, recorded_at, prev_hash, hash)
-        SELECT u.position, u.event_id, u.stream_id, u.stream_version, u.event_type,
-               u.schema_version, u.payload, CAST(:metadata AS jsonb), :recorded_at,
-               u.prev_hash, u.hash
-        FROM unnest(
-            CAST(:positions AS bigint[]), CAST(:event_ids AS uuid[]),
-            CAST(:stream_ids AS text[]), CAST(:stream_versions AS integer[]),
-            CAST(:event_types AS text[]), CAST(:schema_versions AS smallint[]),
-            CAST(:payloads AS jsonb[]), CAST(:prev_hashes AS bytea[]), CAST(:hashes AS bytea[])
-        ) AS u(position, event_id, stream_id, stream_version, event_type, schema_version,
-               payload, prev_hash, hash)
-        RETURNING 1
-    )
-    SELECT (SELECT count(*) FROM inserted) AS inserted, pg_notify(:channel, :head)
+    SELECT out_position, out_stream_version, out_recorded_at, out_prev_hash, out_hash,
+           out_conflict_stream
+    FROM ragledger_append(
+        CAST(:streams AS text[]), CAST(:stream_json AS text[]), CAST(:expected AS integer[]),
+        CAST(:stream_index AS integer[]), CAST(:event_ids AS uuid[]),
+        CAST(:event_types AS text[]), CAST(:schema_versions AS smallint[]),
+        CAST(:payloads AS jsonb[]), CAST(:prefixes AS bytea[]), CAST(:metadata AS jsonb),
+        :channel)
     """
 )
 
@@ -154,96 +126,79 @@ async def append_many(
             prepared.append(_Prepared(batch.stream_id, new, payload_json, prefix))
     if not prepared:
         return []
-    stream_ids = sorted({p.stream_id for p in prepared})
-    stream_id_json = {sid: json.dumps(sid, ensure_ascii=False) for sid in stream_ids}
-
-    # The critical section starts here. The lock is its own statement: in READ COMMITTED
-    # the next statement's snapshot is taken after the lock, so it sees the previous
-    # appender's commit.
-    await session.execute(_LOCK, _LOCK_PARAMS)
-    head_row = (await session.execute(_HEAD_AND_VERSIONS, {"stream_ids": stream_ids})).one()
-    position = head_row.position or 0
-    prev_hash = bytes(head_row.hash) if head_row.hash is not None else GENESIS_HASH
-    recorded_at = head_row.now
-    recorded_at_text = format_timestamp(recorded_at)
-    versions = dict(zip(stream_ids, head_row.versions, strict=True))
+    streams = sorted({p.stream_id for p in prepared})
+    stream_index = {sid: n for n, sid in enumerate(streams, start=1)}
+    expected: dict[str, int | None] = dict.fromkeys(streams)
     for batch in batches:
-        if (
-            batch.expected_version is not None
-            and versions[batch.stream_id] != batch.expected_version
-        ):
-            raise WrongExpectedVersionError(
-                batch.stream_id, batch.expected_version, versions[batch.stream_id]
-            )
+        if batch.expected_version is None:
+            continue
+        if expected[batch.stream_id] not in (None, batch.expected_version):
+            raise ValueError(f"conflicting expected versions for stream {batch.stream_id!r}")
+        expected[batch.stream_id] = batch.expected_version
 
-    columns: dict[str, list[Any]] = {
-        "positions": [],
-        "event_ids": [],
-        "stream_ids": [],
-        "stream_versions": [],
-        "event_types": [],
-        "schema_versions": [],
-        "payloads": [],
-        "prev_hashes": [],
-        "hashes": [],
-    }
-    recorded: list[RecordedEvent] = []
-    for item in prepared:
-        position += 1
-        version = versions[item.stream_id] + 1
-        versions[item.stream_id] = version
-        digest = hashlib.sha256(prev_hash)
-        digest.update(item.prefix)
-        digest.update(
-            canonical_suffix(
-                position=position,
-                recorded_at_text=recorded_at_text,
-                schema_version=item.event.schema_version,
-                stream_id_json=stream_id_json[item.stream_id],
-                stream_version=version,
-            )
+    rows = (
+        await session.execute(
+            _APPEND,
+            {
+                "streams": streams,
+                "stream_json": [json.dumps(sid, ensure_ascii=False) for sid in streams],
+                "expected": [expected[sid] for sid in streams],
+                "stream_index": [stream_index[p.stream_id] for p in prepared],
+                "event_ids": [p.event.event_id for p in prepared],
+                "event_types": [p.event.event_type for p in prepared],
+                "schema_versions": [p.event.schema_version for p in prepared],
+                "payloads": [p.payload_json for p in prepared],
+                "prefixes": [p.prefix for p in prepared],
+                "metadata": metadata_json,
+                "channel": NOTIFY_CHANNEL,
+            },
         )
-        event_hash = digest.digest()
-        columns["positions"].append(position)
-        columns["event_ids"].append(item.event.event_id)
-        columns["stream_ids"].append(item.stream_id)
-        columns["stream_versions"].append(version)
-        columns["event_types"].append(item.event.event_type)
-        columns["schema_versions"].append(item.event.schema_version)
-        columns["payloads"].append(item.payload_json)
-        columns["prev_hashes"].append(prev_hash)
-        columns["hashes"].append(event_hash)
-        recorded.append(
-            RecordedEvent(
-                position=position,
-                event_id=item.event.event_id,
-                stream_id=item.stream_id,
-                stream_version=version,
-                event_type=item.event.event_type,
-                schema_version=item.event.schema_version,
-                payload=item.event.payload,
-                metadata=metadata_value,
-                recorded_at=recorded_at,
-                prev_hash=prev_hash,
-                hash=event_hash,
-            )
+    ).all()
+    if rows and rows[0].out_conflict_stream is not None:
+        conflict = rows[0].out_conflict_stream
+        raise WrongExpectedVersionError(conflict, expected[conflict], rows[0].out_stream_version)
+    if len(rows) != len(prepared):  # pragma: no cover  (the database would have raised)
+        raise RuntimeError(f"appended {len(rows)} of {len(prepared)} events")
+    recorded = [
+        RecordedEvent(
+            position=row.out_position,
+            event_id=item.event.event_id,
+            stream_id=item.stream_id,
+            stream_version=row.out_stream_version,
+            event_type=item.event.event_type,
+            schema_version=item.event.schema_version,
+            payload=item.event.payload,
+            metadata=metadata_value,
+            recorded_at=row.out_recorded_at,
+            prev_hash=bytes(row.out_prev_hash),
+            hash=bytes(row.out_hash),
         )
-        prev_hash = event_hash
-    inserted = await session.scalar(
-        _INSERT_AND_NOTIFY,
-        {
-            **columns,
-            "metadata": metadata_json,
-            "recorded_at": recorded_at,
-            "channel": NOTIFY_CHANNEL,
-            "head": str(position),
-        },
-    )
-    if inserted != len(prepared):  # pragma: no cover  (the database would have raised)
-        raise RuntimeError(f"appended {inserted} of {len(prepared)} events")
+        for item, row in zip(prepared, rows, strict=True)
+    ]
     for item in prepared:
         metrics.ledger_appends.labels(item.event.event_type).inc()
     return recorded
+
+
+async def append_autocommitted(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    stream_id: str,
+    events: Sequence[Any],
+    *,
+    expected_version: int | None = None,
+    metadata: EventMetadata | None = None,
+) -> list[RecordedEvent]:
+    """Append on a connection of its own, in autocommit: durable when this returns.
+
+    The append lock is released when the statement ends, with no round trip to this
+    process inside it; for appends that need no other write in the same transaction
+    (the answer flow's events), so a busy event loop never holds up other appenders.
+    """
+    async with sessionmaker() as session:
+        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        return await append(
+            session, stream_id, events, expected_version=expected_version, metadata=metadata
+        )
 
 
 EVENT_COLUMNS = (

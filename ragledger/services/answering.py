@@ -160,14 +160,13 @@ async def _append(
     retrying = False
     while True:
         try:
-            async with sessionmaker() as session, session.begin():
-                recorded = await store.append(
-                    session,
-                    question_stream(request.question_id),
-                    [event],
-                    expected_version=progress.version,
-                    metadata=request.metadata,
-                )
+            recorded = await store.append_autocommitted(
+                sessionmaker,
+                question_stream(request.question_id),
+                [event],
+                expected_version=progress.version,
+                metadata=request.metadata,
+            )
         except WrongExpectedVersionError:
             if not retrying:
                 raise

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from ragledger.core.database import create_engine
 from ragledger.events import store
 from ragledger.events.envelope import EventMetadata, NewEvent
 from ragledger.services.ledger_verification import verify_chain
@@ -161,6 +162,27 @@ async def test_application_role_may_only_insert_and_select(db, statement: str) -
     async with db.engine.connect() as conn:
         assert await conn.scalar(text("SELECT current_user")) == "ragledger_app"
     assert (await _verify(db)).checked == 1
+
+
+async def test_a_new_connection_keeps_the_application_role_after_rollback_and_autocommit(
+    db,
+) -> None:
+    # A rollback of a fresh connection's first transaction once undid its SET ROLE, and
+    # the connection went on as the login role (a superuser here). The role must hold
+    # for the connection's life, in autocommit too (the answer flow appends that way).
+    engine = create_engine(db.url, role="ragledger_app", pool_size=1, max_overflow=0)
+    try:
+        async with engine.connect() as conn:
+            await conn.rollback()
+        async with engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            assert await conn.scalar(text("SELECT current_user")) == "ragledger_app"
+            with pytest.raises(DBAPIError, match="permission denied"):
+                await conn.execute(text("DELETE FROM blobs"))
+        async with engine.connect() as conn:
+            assert await conn.scalar(text("SELECT current_user")) == "ragledger_app"
+    finally:
+        await engine.dispose()
 
 
 @settings(
