@@ -91,7 +91,7 @@ BEGIN
     moment := clock_timestamp();
     moment_text := to_char(moment AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
     head_position := coalesce(head_position, 0);
-    chain := coalesce(head_hash, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea);
+    chain := coalesce(head_hash, decode(repeat('00', 32), 'hex'));  -- genesis: 32 zero bytes
     FOR i IN 1 .. coalesce(cardinality(p_event_ids), 0) LOOP
         s := p_stream_index[i];
         v := versions[s] + 1;

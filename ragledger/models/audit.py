@@ -53,3 +53,22 @@ class AuditAnswerRow(Base):
     answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     asked_position: Mapped[int] = mapped_column(BigInteger, unique=True)
     last_position: Mapped[int] = mapped_column(BigInteger)
+
+
+class AuditDocumentStreamRow(Base):
+    """A stream whose ContextRetrieved (at `position`) held one of a document's chunks."""
+
+    __tablename__ = "audit_document_streams"
+
+    stream_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    document_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger)
+
+
+class AuditDocumentEventRow(Base):
+    """An event of a stream linked to a document (see AuditDocumentStreamRow)."""
+
+    __tablename__ = "audit_document_events"
+
+    document_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger, primary_key=True)

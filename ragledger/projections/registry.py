@@ -6,6 +6,7 @@ from ragledger.core.settings import Settings
 from ragledger.projections.anomalies import AnomaliesProjection
 from ragledger.projections.anomaly_detector import AnomalyDetectorReactor
 from ragledger.projections.audit_answers import AuditAnswersProjection
+from ragledger.projections.audit_document_events import AuditDocumentEventsProjection
 from ragledger.projections.chunks import ChunksProjection
 from ragledger.projections.documents import DocumentsProjection
 from ragledger.projections.ingestion import IngestionReactor
@@ -21,6 +22,7 @@ def all_subscribers(settings: Settings) -> list[Subscriber]:
         DocumentsProjection(),
         ChunksProjection(),
         AuditAnswersProjection(),
+        AuditDocumentEventsProjection(),
         IngestionReactor(settings),
         AnomaliesProjection(),
         AnomalyDetectorReactor(settings),

@@ -34,7 +34,8 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Literal
 
-from sqlalchemy import Select, Text, func, literal_column, select, text, true
+from sqlalchemy import Select, exists, false, func, literal, literal_column, select, text, union
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ragledger.core.database import plan_each_query
@@ -43,7 +44,7 @@ from ragledger.events.audit import AuditViewed, audit_stream
 from ragledger.events.documents import document_stream
 from ragledger.events.envelope import EventMetadata, RecordedEvent
 from ragledger.events.questions import question_stream
-from ragledger.models.audit import AuditAnswerRow
+from ragledger.models.audit import AuditAnswerRow, AuditDocumentEventRow, AuditDocumentStreamRow
 from ragledger.models.ledger import EventRow, SubscriberCheckpoint
 from ragledger.models.users import Role
 from ragledger.services.documents import Reader
@@ -69,13 +70,6 @@ CURSOR_VERSION = 1
 _events = EventRow.__table__
 # Written like the expression of ix_events_actor_id_position.
 _actor_id = literal_column("events.metadata->>'actor_id'")
-# The document's stream and those of the questions whose retrieved context held it; the
-# ContextRetrieved lookup matches the partial GIN index ix_events_context_chunks.
-_DOCUMENT_STREAMS = text(
-    "SELECT CAST(:document_stream AS text) AS stream_id UNION "
-    "SELECT c.stream_id FROM events AS c WHERE c.event_type = 'ContextRetrieved' "
-    "AND c.payload->'chunks' @> CAST(:document_needle AS jsonb)"
-)
 # Matches the partial index ix_events_audit_target.
 _READS_OF_TARGET = text(
     "events.event_type = 'AuditViewed' AND events.payload->>'target_id' = :target_id"
@@ -287,8 +281,12 @@ class EventFilters:
         )
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
-    def conditions(self) -> list[Any]:
-        """SQL conditions on `events` but the document's, every value a bound parameter."""
+    def conditions(self, *, positions: bool = True) -> list[Any]:
+        """SQL conditions on `events` but the document's, every value a bound parameter.
+
+        `positions` False leaves out the time and position bounds, for a caller that
+        applies them as a PositionRange (see `positions_for_times`).
+        """
         where: list[Any] = []
         if self.event_types:
             where.append(_events.c.event_type.in_(self.event_types))
@@ -296,6 +294,8 @@ class EventFilters:
             where.append(_actor_id == self.actor)
         if self.stream is not None:
             where.append(_events.c.stream_id == self.stream)
+        if not positions:
+            return where
         if self.recorded_from is not None:
             where.append(_events.c.recorded_at >= self.recorded_from)
         if self.recorded_to is not None:
@@ -327,34 +327,162 @@ class EventPage:
         return {"cursor": (self.cursor.direction, str(self.cursor.position))}
 
 
-def _document_page_query(
-    document_id: uuid.UUID, where: list[Any], descending: bool, limit: int
-) -> Select[Any]:
-    # The page of each of the document's streams by the (stream_id, stream_version)
-    # index, then the best `limit` of those. Within a stream, version order is position
-    # order. A plain `stream_id IN (...)` lets the planner walk the whole ledger
-    # backwards when it misjudges how rare the streams are.
-    streams = (
-        _DOCUMENT_STREAMS.bindparams(
-            document_stream=document_stream(document_id),
-            document_needle=json.dumps([{"document_id": str(document_id)}]),
+# The projection that lists the events of the question streams linked to a document.
+DOCUMENT_EVENTS_PROJECTION = "audit_document_events"
+_document_events = AuditDocumentEventRow.__table__
+_document_streams = AuditDocumentStreamRow.__table__
+
+
+@dataclass(frozen=True, slots=True)
+class PositionRange:
+    """Inclusive position bounds (None: open); `empty` when no position can match."""
+
+    low: int | None = None
+    high: int | None = None
+    empty: bool = False
+
+    def narrowed(self, low: int | None = None, high: int | None = None) -> PositionRange:
+        """This range intersected with [low, high]."""
+        new_low = self.low if low is None else low if self.low is None else max(self.low, low)
+        new_high = (
+            self.high if high is None else high if self.high is None else min(self.high, high)
         )
-        .columns(stream_id=Text)
-        .subquery("document_streams")
+        empty = self.empty or (new_low is not None and new_high is not None and new_low > new_high)
+        return PositionRange(new_low, new_high, empty)
+
+    def conditions(self, column: Any) -> list[Any]:
+        """The bounds as conditions on a position column."""
+        if self.empty:
+            return [false()]
+        where: list[Any] = []
+        if self.low is not None:
+            where.append(column >= self.low)
+        if self.high is not None:
+            where.append(column <= self.high)
+        return where
+
+
+# The first event recorded at or after a moment. recorded_at is the database clock read
+# under the append lock (clock_timestamp() after pg_advisory_xact_lock), so it never
+# decreases as positions grow: the events of [from, to) are exactly the positions from
+# the first event at or after `from` to the one before the first at or after `to`.
+_FIRST_AT_OR_AFTER = (
+    "(SELECT e.position FROM events AS e WHERE e.recorded_at >= CAST(:{name} AS timestamptz) "
+    "ORDER BY e.recorded_at, e.position LIMIT 1)"
+)
+
+
+async def positions_for_times(
+    session: AsyncSession, start: datetime | None, end: datetime | None
+) -> PositionRange:
+    """The position range of the events recorded in [start, end).
+
+    Two probes of the recorded_at index; the ledger is then paged by position, which
+    is what makes a time filter as cheap as a position filter. A moment after the head
+    leaves that side open, so that events appended later still match.
+    """
+    if start is None and end is None:
+        return PositionRange()
+    row = (
+        await session.execute(
+            text(
+                "SELECT "
+                + _FIRST_AT_OR_AFTER.format(name="start")
+                + " AS low, "
+                + _FIRST_AT_OR_AFTER.format(name="end")
+                + " AS high"
+            ),
+            {"start": start, "end": end},
+        )
+    ).one()
+    bounds = PositionRange()
+    if start is not None:
+        if row.low is None:
+            # Nothing recorded at or after `start` yet.
+            return PositionRange(empty=True)
+        bounds = bounds.narrowed(low=int(row.low))
+    if end is not None and row.high is not None:
+        bounds = bounds.narrowed(high=int(row.high) - 1)
+    return bounds
+
+
+def _positions_page(part: Select[Any], column: Any, descending: bool, limit: int) -> Select[Any]:
+    return part.order_by(column.desc() if descending else column.asc()).limit(limit)
+
+
+async def _document_page_query(
+    session: AsyncSession,
+    document_id: uuid.UUID,
+    bounds: PositionRange,
+    where: list[Any],
+    descending: bool,
+    limit: int,
+) -> Select[Any]:
+    """The page of the events concerning a document, as four small ordered parts.
+
+    The document's stream (its index range); the `audit_document_events` rows (events
+    of question streams linked up to the projection's position P); the events after P
+    of the streams linked up to P; and every event of the streams linked after P (found
+    by scanning the ContextRetrieved events after P). Each part is cut to `limit` in
+    page order, their union is cut again. P is read first: a projection that moved on
+    since only adds rows the other parts also find, and the union removes the repeats.
+    """
+    projected = await projected_position(session, DOCUMENT_EVENTS_PROJECTION)
+    position = _events.c.position
+    own = select(position).where(
+        _events.c.stream_id == document_stream(document_id),
+        *bounds.conditions(position),
+        *where,
     )
-    version = _events.c.stream_version
-    per_stream = (
-        select(*store.EVENT_COLUMNS)
-        .where(_events.c.stream_id == streams.c.stream_id, *where)
-        .order_by(version.desc() if descending else version.asc())
-        .limit(limit)
-        .lateral("per_stream")
+    linked = (
+        select(_document_events.c.position)
+        .join(_events, position == _document_events.c.position)
+        .where(
+            _document_events.c.document_id == document_id,
+            *bounds.conditions(_document_events.c.position),
+            *where,
+        )
     )
+    tail = bounds.narrowed(low=projected + 1)
+    linked_tail = select(position).where(
+        *tail.conditions(position),
+        exists()
+        .where(
+            _document_streams.c.stream_id == _events.c.stream_id,
+            _document_streams.c.document_id == document_id,
+        )
+        .correlate(_events),
+        *where,
+    )
+    context = _events.alias("c")
+    # Spelled like ix_events_context_chunks' predicate, though the position range is
+    # what this scan is meant to use.
+    linked_after = (
+        select(context.c.stream_id)
+        .where(
+            context.c.position > projected,
+            context.c.event_type == "ContextRetrieved",
+            literal_column("c.payload->'chunks'").op("@>")(
+                literal([{"document_id": str(document_id)}], JSONB)
+            ),
+        )
+        .scalar_subquery()
+    )
+    new_streams = select(position).where(
+        _events.c.stream_id.in_(linked_after), *bounds.conditions(position), *where
+    )
+    parts = [
+        _positions_page(own, position, descending, limit),
+        _positions_page(linked, _document_events.c.position, descending, limit),
+        _positions_page(linked_tail, position, descending, limit),
+        _positions_page(new_streams, position, descending, limit),
+    ]
+    found = union(*(part.subquery().select() for part in parts)).subquery("found")
+    page = _positions_page(select(found.c.position), found.c.position, descending, limit)
     return (
-        select(*(per_stream.c[c.name] for c in store.EVENT_COLUMNS))
-        .select_from(streams.join(per_stream, true()))
-        .order_by(per_stream.c.position.desc() if descending else per_stream.c.position.asc())
-        .limit(limit)
+        select(*store.EVENT_COLUMNS)
+        .where(position.in_(page.scalar_subquery()))
+        .order_by(position.desc() if descending else position.asc())
     )
 
 
@@ -373,7 +501,7 @@ async def page_events(
     it is now, and a later page's `previous_page` walks back up to the events appended
     since. Oldest-first, a null `next_page` means the head was reached: request
     `current_page` again later for the events appended since. A first page has no
-    `previous_page`.
+    `previous_page`. A time range is turned into the position range it covers first.
     """
     size = clamp_size(size)
     await plan_each_query(session)
@@ -389,23 +517,31 @@ async def page_events(
     direction: Direction = start.direction if start is not None else "next"
     # Going "next" in newest order walks positions down; "prev" walks the other way.
     descending = (order == "newest") == (direction == "next")
-    where = filters.conditions()
+    bounds = await positions_for_times(session, filters.recorded_from, filters.recorded_to)
+    bounds = bounds.narrowed(filters.from_position, filters.to_position)
     if start is not None:
-        where.append(
-            _events.c.position < start.position
+        bounds = (
+            bounds.narrowed(high=start.position - 1)
             if descending
-            else _events.c.position > start.position
+            else bounds.narrowed(low=start.position + 1)
         )
-    if filters.document_id is None:
-        query = (
-            select(*store.EVENT_COLUMNS)
-            .where(*where)
-            .order_by(_events.c.position.desc() if descending else _events.c.position.asc())
-            .limit(size + 1)
-        )
+    where = filters.conditions(positions=False)
+    position = _events.c.position
+    if bounds.empty:
+        rows = []
     else:
-        query = _document_page_query(filters.document_id, where, descending, size + 1)
-    rows = [store.to_recorded(row) for row in await session.execute(query)]
+        if filters.document_id is None:
+            query = _positions_page(
+                select(*store.EVENT_COLUMNS).where(*bounds.conditions(position), *where),
+                position,
+                descending,
+                size + 1,
+            )
+        else:
+            query = await _document_page_query(
+                session, filters.document_id, bounds, where, descending, size + 1
+            )
+        rows = [store.to_recorded(row) for row in await session.execute(query)]
     more = len(rows) > size
     items = rows[:size]
     if direction == "prev":
@@ -503,31 +639,135 @@ class AnswerFilters:
                 values[name] = (str(value),)
         return values
 
-    def query(self) -> Select[tuple[AuditAnswerRow]]:
-        """The answers matching these filters, newest question first."""
-        query = select(AuditAnswerRow)
+    def conditions(self, *, times: bool = True) -> list[Any]:
+        """SQL conditions on `audit_answers`, every value a bound parameter.
+
+        `times` False leaves out the asked_at range, for a caller that applies it as
+        an asked_position range (see `asked_positions_for_times`).
+        """
+        where: list[Any] = []
         if self.asked_by is not None:
-            query = query.where(AuditAnswerRow.asked_by == self.asked_by)
+            where.append(AuditAnswerRow.asked_by == self.asked_by)
         if self.document_id is not None:
             column = (
                 AuditAnswerRow.cited_document_ids
                 if self.document_match == "cited"
                 else AuditAnswerRow.context_document_ids
             )
-            query = query.where(column.contains([self.document_id]))
-        if self.asked_from is not None:
-            query = query.where(AuditAnswerRow.asked_at >= self.asked_from)
-        if self.asked_to is not None:
-            query = query.where(AuditAnswerRow.asked_at < self.asked_to)
+            where.append(column.contains([self.document_id]))
+        if times and self.asked_from is not None:
+            where.append(AuditAnswerRow.asked_at >= self.asked_from)
+        if times and self.asked_to is not None:
+            where.append(AuditAnswerRow.asked_at < self.asked_to)
         if self.statuses:
-            query = query.where(AuditAnswerRow.status.in_(self.statuses))
+            where.append(AuditAnswerRow.status.in_(self.statuses))
         if self.without_citation is True:
-            query = query.where(
-                AuditAnswerRow.status == "answered", AuditAnswerRow.citation_count == 0
-            )
+            where += [AuditAnswerRow.status == "answered", AuditAnswerRow.citation_count == 0]
         elif self.without_citation is False:
-            query = query.where(AuditAnswerRow.citation_count > 0)
-        return query.order_by(AuditAnswerRow.asked_position.desc())
+            where.append(AuditAnswerRow.citation_count > 0)
+        return where
+
+    def query(self) -> Select[tuple[AuditAnswerRow]]:
+        """The answers matching these filters, newest question first."""
+        return (
+            select(AuditAnswerRow)
+            .where(*self.conditions())
+            .order_by(AuditAnswerRow.asked_position.desc())
+        )
+
+
+# As for the ledger: asked_at is the QuestionAsked event's recorded_at and
+# asked_position its position, so asked_at never decreases as asked_position grows.
+_FIRST_ASKED_AT_OR_AFTER = (
+    "(SELECT a.asked_position FROM audit_answers AS a "
+    "WHERE a.asked_at >= CAST(:{name} AS timestamptz) "
+    "ORDER BY a.asked_at, a.asked_position LIMIT 1)"
+)
+
+
+async def asked_positions_for_times(
+    session: AsyncSession, start: datetime | None, end: datetime | None
+) -> PositionRange:
+    """The asked_position range of the questions asked in [start, end)."""
+    if start is None and end is None:
+        return PositionRange()
+    row = (
+        await session.execute(
+            text(
+                "SELECT "
+                + _FIRST_ASKED_AT_OR_AFTER.format(name="start")
+                + " AS low, "
+                + _FIRST_ASKED_AT_OR_AFTER.format(name="end")
+                + " AS high"
+            ),
+            {"start": start, "end": end},
+        )
+    ).one()
+    bounds = PositionRange()
+    if start is not None:
+        if row.low is None:
+            return PositionRange(empty=True)
+        bounds = bounds.narrowed(low=int(row.low))
+    if end is not None and row.high is not None:
+        bounds = bounds.narrowed(high=int(row.high) - 1)
+    return bounds
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerPage:
+    """One numbered page of answers, newest question first, and the matching total."""
+
+    items: list[AuditAnswerRow]
+    total: int
+    page: int
+    size: int
+
+
+async def page_answers(
+    session: AsyncSession, *, filters: AnswerFilters, page: int, size: int
+) -> AnswerPage:
+    """Page `page` (from 1) of `size` answers matching `filters`, with the exact total.
+
+    The page is found on asked_position alone (an index-only walk for every filter but
+    the document's) and only its rows are read whole, so a deep page no longer reads
+    every row it skips. The time range becomes an asked_position range first. With a
+    document filter the rows must be read to test their arrays anyway, so one scan
+    yields both the page and the total (count(*) OVER ()).
+    """
+    await plan_each_query(session)
+    bounds = await asked_positions_for_times(session, filters.asked_from, filters.asked_to)
+    if bounds.empty:
+        return AnswerPage([], 0, page, size)
+    key = AuditAnswerRow.asked_position
+    where = [*filters.conditions(times=False), *bounds.conditions(key)]
+    offset = (page - 1) * size
+    one_scan = filters.document_id is not None
+    columns: list[Any] = [key, func.count().over().label("total")] if one_scan else [key]
+    found = (
+        await session.execute(
+            select(*columns).where(*where).order_by(key.desc()).offset(offset).limit(size)
+        )
+    ).all()
+    total: int | None = int(found[0].total) if one_scan and found else None
+    if total is None:
+        if not found and offset == 0:
+            total = 0
+        else:
+            total = int(
+                await session.scalar(select(func.count()).select_from(AuditAnswerRow).where(*where))
+                or 0
+            )
+    positions = [row.asked_position for row in found]
+    items = (
+        list(
+            await session.scalars(
+                select(AuditAnswerRow).where(key.in_(positions)).order_by(key.desc())
+            )
+        )
+        if positions
+        else []
+    )
+    return AnswerPage(items, total, page, size)
 
 
 async def projected_position(session: AsyncSession, name: str) -> int:

@@ -14,16 +14,15 @@ from typing import Annotated
 import structlog
 from fastapi import APIRouter, Query, Request
 from fastapi_pagination import resolve_params
-from fastapi_pagination.ext.sqlalchemy import apaginate
 
 from ragledger.api.deps import AuditorUser, SessionDep, SettingsDep
 from ragledger.api.errors import error_responses
 from ragledger.api.request_context import event_metadata
-from ragledger.core.database import plan_each_query
 from ragledger.events.envelope import RecordedEvent
 from ragledger.schemas.audit import (
     AccessChangePublic,
     AuditAnswerPage,
+    AuditAnswerPublic,
     AuditAnswerStory,
     AuditCursorParams,
     AuditEventPage,
@@ -35,6 +34,7 @@ from ragledger.schemas.audit import (
     RetractionPublic,
 )
 from ragledger.schemas.ledger_audit import MAX_POSITION
+from ragledger.schemas.pagination import PageParams
 from ragledger.schemas.questions import ContextPublic, LedgerRef
 from ragledger.services import audit_queries
 from ragledger.services.audit_queries import (
@@ -195,16 +195,24 @@ async def list_answers(
         statuses=status,
         without_citation=without_citation,
     )
-    await plan_each_query(session)
-    page = await apaginate(session, filters.query())
+    # fastapi-pagination injects the page's params (page, size) for this route.
+    params = resolve_params()
+    assert isinstance(params, PageParams)
+    found = await audit_queries.page_answers(
+        session, filters=filters, page=params.page, size=params.size
+    )
+    page = AuditAnswerPage.create(
+        [AuditAnswerPublic.model_validate(row) for row in found.items], params, total=found.total
+    )
     await audit_queries.record_view(
         session,
         auditor_id=auditor.id,
         view="answers",
-        filters={**filters.record(), "page": (str(page.page),), "size": (str(page.size),)},
+        filters={**filters.record(), "page": (str(params.page),), "size": (str(params.size),)},
         item_count=len(page.items),
         metadata=event_metadata(request, auditor),
     )
+    log.info("audit_answers_read", items=len(page.items), page=params.page, total=found.total)
     return page
 
 
