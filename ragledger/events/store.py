@@ -11,12 +11,13 @@ autocommit (`autocommit_sessionmaker`) it is released when the statement ends.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import Select, bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ragledger.core import metrics
@@ -192,13 +193,33 @@ async def append_autocommitted(
 
     The append lock is released when the statement ends, with no round trip to this
     process inside it; for appends that need no other write in the same transaction
-    (the answer flow's events), so a busy event loop never holds up other appenders.
+    (the answer flow's events, security events), so a busy event loop never holds up
+    other appenders.
     """
     async with sessionmaker() as session:
-        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-        return await append(
+        return await commit_then_append(
             session, stream_id, events, expected_version=expected_version, metadata=metadata
         )
+
+
+async def commit_then_append(
+    session: AsyncSession,
+    stream_id: str,
+    events: Sequence[Any],
+    *,
+    expected_version: int | None = None,
+    metadata: EventMetadata | None = None,
+) -> list[RecordedEvent]:
+    """Commit the session's transaction, then append in autocommit; see append_autocommitted.
+
+    For a request whose last act is recording what it did (a search, an audit read):
+    its reads end with the commit, and the append is durable when this returns.
+    """
+    await session.commit()
+    await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    return await append(
+        session, stream_id, events, expected_version=expected_version, metadata=metadata
+    )
 
 
 EVENT_COLUMNS = (
@@ -235,6 +256,20 @@ def to_recorded(row: Any) -> RecordedEvent:
     )
 
 
+@functools.cache
+def _read_all_query(*, bounded: bool, typed: bool, one_stream: bool) -> Select[Any]:
+    # Built once per shape: subscribers read after every append, and building the
+    # statement anew cost more than running it.
+    query = select(*EVENT_COLUMNS).where(_events.c.position > bindparam("after"))
+    if bounded:
+        query = query.where(_events.c.position <= bindparam("up_to"))
+    if typed:
+        query = query.where(_events.c.event_type.in_(bindparam("types", expanding=True)))
+    if one_stream:
+        query = query.where(_events.c.stream_id == bindparam("stream_id"))
+    return query.order_by(_events.c.position).limit(bindparam("limit"))
+
+
 async def read_all(
     session: AsyncSession,
     *,
@@ -245,14 +280,17 @@ async def read_all(
     up_to: int | None = None,
 ) -> list[RecordedEvent]:
     """Events with position > `after` (and <= `up_to`), in position order, at most `limit`."""
-    query = select(*EVENT_COLUMNS).where(_events.c.position > after).order_by(_events.c.position)
+    query = _read_all_query(
+        bounded=up_to is not None, typed=event_types is not None, one_stream=stream_id is not None
+    )
+    params: dict[str, Any] = {"after": after, "limit": limit}
     if up_to is not None:
-        query = query.where(_events.c.position <= up_to)
+        params["up_to"] = up_to
     if event_types is not None:
-        query = query.where(_events.c.event_type.in_(sorted(event_types)))
+        params["types"] = sorted(event_types)
     if stream_id is not None:
-        query = query.where(_events.c.stream_id == stream_id)
-    result = await session.execute(query.limit(limit))
+        params["stream_id"] = stream_id
+    result = await session.execute(query, params)
     return [to_recorded(row) for row in result]
 
 

@@ -51,6 +51,7 @@ class RunnerConfig:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
     standby_retry_s: float = 2.0
+    coalesce_s: float = 0.02
 
 
 def runner_config(settings: Settings) -> RunnerConfig:
@@ -86,24 +87,50 @@ async def ensure_checkpoint(session: AsyncSession, name: str) -> None:
     )
 
 
+# The checkpoint row (locked, so a rebuild resetting it waits for the batch in flight)
+# and the ledger head in one round trip. Everything at or below a seen head is committed,
+# so a filtered read that finds fewer than a batch can safely skip to the head.
+_CHECKPOINT_AND_HEAD = text(
+    """
+    SELECT c.position,
+           coalesce((SELECT e.position FROM events AS e ORDER BY e.position DESC LIMIT 1), 0)
+    FROM subscriber_checkpoints AS c
+    WHERE c.name = :name
+    FOR UPDATE OF c
+    """
+)
+_MOVE_CHECKPOINT = text(
+    """
+    UPDATE subscriber_checkpoints
+    SET position = :position, updated_at = now(), last_error = NULL,
+        failing_position = NULL, failures = 0
+    WHERE name = :name
+    """
+)
+
+
 async def process_batch(session: AsyncSession, subscriber: Subscriber, *, batch_size: int) -> int:
     """Apply the next batch inside the session's open transaction; return events seen.
 
     The caller owns the transaction and the subscriber's advisory lock. The checkpoint
     row is locked too, so a rebuild resetting it waits for the batch in flight.
     """
-    await ensure_checkpoint(session, subscriber.name)
-    position = await session.scalar(
-        select(SubscriberCheckpoint.position)
-        .where(SubscriberCheckpoint.name == subscriber.name)
-        .with_for_update()
-    )
-    assert position is not None
-    # Head first, then events up to it: everything at or below a seen head is committed,
-    # so a filtered read that finds fewer than a batch can safely skip to the head.
-    ledger_head = (await store.head(session)).position
+    seen, _position = await _apply_next_batch(session, subscriber, batch_size=batch_size)
+    return seen
+
+
+async def _apply_next_batch(
+    session: AsyncSession, subscriber: Subscriber, *, batch_size: int
+) -> tuple[int, int]:
+    """(events seen, the checkpoint after the batch); see process_batch."""
+    params = {"name": subscriber.name}
+    row = (await session.execute(_CHECKPOINT_AND_HEAD, params)).first()
+    if row is None:
+        await ensure_checkpoint(session, subscriber.name)
+        row = (await session.execute(_CHECKPOINT_AND_HEAD, params)).one()
+    position, ledger_head = row
     if ledger_head <= position:
-        return 0
+        return 0, position
     events = await store.read_all(
         session,
         after=position,
@@ -114,18 +141,8 @@ async def process_batch(session: AsyncSession, subscriber: Subscriber, *, batch_
     if events:
         await subscriber.handle_batch(session, events)
     new_position = events[-1].position if len(events) == batch_size else ledger_head
-    await session.execute(
-        update(SubscriberCheckpoint)
-        .where(SubscriberCheckpoint.name == subscriber.name)
-        .values(
-            position=new_position,
-            updated_at=text("now()"),
-            last_error=None,
-            failing_position=None,
-            failures=0,
-        )
-    )
-    return new_position - position
+    await session.execute(_MOVE_CHECKPOINT, {"name": subscriber.name, "position": new_position})
+    return new_position - position, new_position
 
 
 async def _record_failure(
@@ -157,6 +174,10 @@ class SubscriberRunner:
         self.subscribers = list(subscribers)
         self.config = config or RunnerConfig()
         self._wake = {s.name: asyncio.Event() for s in self.subscribers}
+        # The highest head announced by NOTIFY, and the subscribers that must look at the
+        # ledger whatever it says (a (re)connected listener may have missed some).
+        self._notified_head = 0
+        self._must_look: set[str] = set()
         self._stop = asyncio.Event()
         self.active: set[str] = set()
 
@@ -187,7 +208,13 @@ class SubscriberRunner:
                 task.cancel()
             await asyncio.gather(listener, *consumers, return_exceptions=True)
 
-    def _wake_all(self, *_args: object) -> None:
+    def _wake_all(self, *args: object) -> None:
+        """Wake every consumer: a NOTIFY (connection, pid, channel, head) or a reconnect."""
+        payload = args[3] if len(args) == 4 else None
+        if isinstance(payload, str) and payload.isdigit():
+            self._notified_head = max(self._notified_head, int(payload))
+        else:
+            self._must_look.update(self._wake)
         for wake in self._wake.values():
             wake.set()
 
@@ -259,15 +286,17 @@ class SubscriberRunner:
     async def _consume_locked(self, conn: AsyncConnection, subscriber: Subscriber) -> None:
         delay = self.config.backoff_initial_s
         wake = self._wake[subscriber.name]
+        position = -1  # unknown until the first batch
         while not self._stop.is_set():
             wake.clear()
+            self._must_look.discard(subscriber.name)
             started = time.perf_counter()
             try:
                 async with (
                     AsyncSession(bind=conn, expire_on_commit=False) as session,
                     session.begin(),
                 ):
-                    seen = await process_batch(
+                    seen, position = await _apply_next_batch(
                         session,
                         subscriber,
                         batch_size=subscriber.batch_size or self.config.batch_size,
@@ -291,8 +320,30 @@ class SubscriberRunner:
                     ms=round((time.perf_counter() - started) * 1000, 2),
                 )
                 continue
+            await self._wait_for_news(subscriber.name, position)
+
+    async def _wait_for_news(self, name: str, position: int) -> None:
+        """Sleep until the ledger may hold events past `position`, or the poll interval.
+
+        Wake-ups for heads this consumer has already passed (their NOTIFY arrived while
+        it was applying the batch that covered them) cost no transaction. After a
+        wake-up, a short pause lets a burst of appends arrive and go in one batch.
+        """
+        wake = self._wake[name]
+        deadline = time.monotonic() + self.config.poll_interval_s
+        while not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=self.config.poll_interval_s)
+                await asyncio.wait_for(wake.wait(), timeout=remaining)
+            wake.clear()
+            if self._stop.is_set() or time.monotonic() >= deadline:
+                return
+            if name in self._must_look or self._notified_head > position:
+                if self.config.coalesce_s > 0:
+                    await self._sleep(self.config.coalesce_s)
+                return
 
     async def _failed(
         self, subscriber: Subscriber, position: int | None, cause: BaseException, delay: float

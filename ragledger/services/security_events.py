@@ -27,7 +27,6 @@ async def record_security_event(
 ) -> None:
     """Append one security event and commit it at once; failures are logged, not raised."""
     try:
-        async with sessionmaker() as session, session.begin():
-            await store.append(session, stream_id, [event], metadata=metadata)
+        await store.append_autocommitted(sessionmaker, stream_id, [event], metadata=metadata)
     except Exception as exc:  # noqa: BLE001  (a denial must still be answered)
         log.error("security_event_not_recorded", event_type=type(event).__name__, error=repr(exc))

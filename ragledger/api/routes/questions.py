@@ -218,7 +218,7 @@ async def search(
         params=retrieval_params(settings, top_k),
     )
     search_id = uuid7()
-    await store.append(
+    await store.commit_then_append(
         session,
         f"search-{search_id}",
         [
@@ -316,7 +316,7 @@ async def give_feedback(
     if p.status == "pending":
         raise ConflictError("the answer is not finished yet")
     comment = " ".join(body.comment.replace("\x00", " ").split()) if body.comment else None
-    await store.append(
+    await store.commit_then_append(
         session,
         question_stream(answer_id),
         [AnswerFeedbackGiven(answer_id, body.helpful, comment or None, user.id)],
