@@ -40,6 +40,7 @@ def create_engine(
     role: str | None = None,
     pool_size: int = 10,
     max_overflow: int = 10,
+    pool_pre_ping: bool = True,
     **kwargs: Any,
 ) -> AsyncEngine:
     """An async engine; with `role`, every new connection runs `SET ROLE role` first."""
@@ -47,7 +48,7 @@ def create_engine(
         to_async_url(url),
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=True,
+        pool_pre_ping=pool_pre_ping,
         **kwargs,
     )
     if role:
@@ -74,6 +75,7 @@ def create_app_engine(url: str, settings: Settings) -> AsyncEngine:
         role=settings.database_app_role or None,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow,
+        pool_pre_ping=settings.database_pool_pre_ping,
     )
 
 

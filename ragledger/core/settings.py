@@ -35,6 +35,14 @@ class Settings(BaseSettings):
     )
     database_pool_size: int = Field(default=10, ge=1)
     database_max_overflow: int = Field(default=10, ge=0)
+    database_pool_pre_ping: bool = Field(
+        default=False,
+        description=(
+            "Test each pooled connection before use. It costs three round trips per "
+            "checkout (BEGIN, a ping, ROLLBACK); without it, the first use of a connection "
+            "that the server dropped fails once and the whole pool is replaced."
+        ),
+    )
     auto_migrate: bool | None = Field(
         default=None,
         description=(
