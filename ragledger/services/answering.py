@@ -10,6 +10,7 @@ goes away (a client disconnecting) cancels the flow, which then records what was
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -146,6 +147,7 @@ async def validate_question(
 # every audit view. Retries are safe: expected_version turns a retry of an append that
 # did commit into WrongExpectedVersionError, which the callers read as "recorded".
 TERMINAL_APPEND_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0)
+TERMINAL_EVENT_TYPES = frozenset({"AnswerGenerated", "AnswerFailed"})
 
 
 async def _append(
@@ -229,23 +231,31 @@ async def answer_question(
     progress = _Progress()
     started = time.perf_counter()
     model = settings.llm_model
-    await _append(
-        sessionmaker,
-        request,
-        progress,
-        QuestionAsked(
-            question_id=request.question_id,
-            question=request.question,
-            top_k=request.top_k,
-            document_ids=request.document_ids,
-            asked_by=request.asker_id,
-            role=request.reader.role,
-            groups=request.reader.groups,
-        ),
+    # The question's embedding does not depend on its record: both go at once.
+    embedding = asyncio.create_task(
+        _embed(embedder, request.question, settings), name=f"embed-{request.question_id}"
     )
     try:
+        await _append(
+            sessionmaker,
+            request,
+            progress,
+            QuestionAsked(
+                question_id=request.question_id,
+                question=request.question,
+                top_k=request.top_k,
+                document_ids=request.document_ids,
+                asked_by=request.asker_id,
+                role=request.reader.role,
+                groups=request.reader.groups,
+            ),
+        )
+    except BaseException:
+        await _cancel(embedding)
+        raise
+    try:
         await emit(StreamEvent("question", {"question_id": str(request.question_id)}))
-        await _run(request, progress, sessionmaker, embedder, settings, emit, started)
+        await _run(request, progress, sessionmaker, embedding, embedder, settings, emit, started)
     except asyncio.CancelledError as exc:
         if not progress.finished:
             shutdown = SERVER_SHUTDOWN in exc.args
@@ -276,6 +286,43 @@ async def answer_question(
         await emit(
             StreamEvent("error", {"reason": "internal_error", "detail": "the answer failed"})
         )
+    finally:
+        await _cancel(embedding)
+
+
+async def _has_outcome(
+    sessionmaker: async_sessionmaker[AsyncSession], question_id: uuid.UUID
+) -> bool:
+    async with sessionmaker() as session:
+        events = await store.read_stream(session, question_stream(question_id))
+    return any(e.event_type in TERMINAL_EVENT_TYPES for e in events)
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    """Cancel a helper task unless it is done, and wait for it; its outcome is dropped."""
+    if task.done():
+        if not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not log it as never retrieved
+        return
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+
+
+@dataclass(frozen=True, slots=True)
+class _Embedding:
+    vector: Any
+    cached: bool
+    started: float
+    ms: int
+
+
+async def _embed(embedder: Embedder, question: str, settings: Settings) -> _Embedding:
+    started = time.perf_counter()
+    vector, cached = await embed_query(
+        embedder, question, ttl_s=settings.query_embedding_cache_ttl_s
+    )
+    return _Embedding(vector, cached, started, round((time.perf_counter() - started) * 1000))
 
 
 async def _record_failure(
@@ -290,25 +337,25 @@ async def _record_failure(
     if progress.finished:
         return
     progress.timings["total_ms"] = round((time.perf_counter() - started) * 1000)
+    failed = AnswerFailed(
+        question_id=request.question_id,
+        reason=reason,
+        detail=detail,
+        partial_answer="".join(progress.sent),
+        model=model,
+        prompt_sha256=progress.prompt_sha256,
+        timings_ms=dict(progress.timings),
+    )
     try:
-        await _append(
-            sessionmaker,
-            request,
-            progress,
-            AnswerFailed(
-                question_id=request.question_id,
-                reason=reason,
-                detail=detail,
-                partial_answer="".join(progress.sent),
-                model=model,
-                prompt_sha256=progress.prompt_sha256,
-                timings_ms=dict(progress.timings),
-            ),
-            terminal=True,
-        )
-    except WrongExpectedVersionError:
-        # The answer was recorded complete just before the failure: it stands.
-        return
+        await _append(sessionmaker, request, progress, failed, terminal=True)
+    except WrongExpectedVersionError as exc:
+        if await _has_outcome(sessionmaker, request.question_id):
+            # The answer was recorded complete just before the failure: it stands.
+            return
+        # An earlier append landed although we never heard back (cancelled while its
+        # commit was on the way): the question still needs its outcome.
+        progress.version = exc.actual
+        await _append(sessionmaker, request, progress, failed, terminal=True)
     progress.finished = True
     metrics.questions.labels(f"failed_{reason}").inc()
     log.info("answer_failed", question_id=str(request.question_id), reason=reason)
@@ -318,22 +365,22 @@ async def _run(
     request: QuestionRequest,
     progress: _Progress,
     sessionmaker: async_sessionmaker[AsyncSession],
+    embedding: asyncio.Task[_Embedding],
     embedder: Embedder,
     settings: Settings,
     emit: Emit,
     started: float,
 ) -> None:
     params = retrieval_params(settings, request.top_k)
-    t0 = time.perf_counter()
-    vector, cached = await embed_query(
-        embedder, request.question, ttl_s=settings.query_embedding_cache_ttl_s
-    )
-    progress.timings["embed_ms"] = round((time.perf_counter() - t0) * 1000)
+    embedded = await embedding
+    t0 = embedded.started
+    cached = embedded.cached
+    progress.timings["embed_ms"] = embedded.ms
     async with sessionmaker() as session, session.begin():
         result = await retrieve(
             session,
             query=request.question,
-            query_vector=vector,
+            query_vector=embedded.vector,
             reader=request.reader,
             params=params,
             document_ids=request.document_ids or None,
@@ -345,50 +392,36 @@ async def _run(
         retrieval_ms=round((time.perf_counter() - t0) * 1000),
     )
     chunks = _context_chunks(result.chunks)
-    await _append(
-        sessionmaker,
-        request,
-        progress,
-        ContextRetrieved(
-            question_id=request.question_id,
-            chunks=chunks,
-            embedding_model=embedder.info.name,
-            settings={
-                "top_k": str(params.top_k),
-                "candidates": str(params.candidates),
-                "rrf_k": str(params.rrf_k),
-                "min_similarity": str(params.min_similarity),
-                "hnsw_ef_search": str(params.ef_search),
-                "hnsw_max_scan_tuples": str(params.max_scan_tuples),
-                "query_embedding_cached": str(cached).lower(),
-            },
-            candidates_considered=result.candidates_considered,
-            removed_by_access_filter=result.removed_by_access_filter,
-            timings_ms=dict(progress.timings),
+    recording = asyncio.create_task(
+        _append(
+            sessionmaker,
+            request,
+            progress,
+            ContextRetrieved(
+                question_id=request.question_id,
+                chunks=chunks,
+                embedding_model=embedder.info.name,
+                settings={
+                    "top_k": str(params.top_k),
+                    "candidates": str(params.candidates),
+                    "rrf_k": str(params.rrf_k),
+                    "min_similarity": str(params.min_similarity),
+                    "hnsw_ef_search": str(params.ef_search),
+                    "hnsw_max_scan_tuples": str(params.max_scan_tuples),
+                    "query_embedding_cached": str(cached).lower(),
+                },
+                candidates_considered=result.candidates_considered,
+                removed_by_access_filter=result.removed_by_access_filter,
+                timings_ms=dict(progress.timings),
+            ),
         ),
-    )
-    await emit(
-        StreamEvent(
-            "context",
-            {
-                "citations": [
-                    {
-                        "n": c.n,
-                        "chunk_id": str(c.chunk_id),
-                        "document_id": str(c.document_id),
-                        "title": c.title,
-                        "version": c.version,
-                        "heading_path": list(c.heading_path),
-                        "score": c.fused_score,
-                    }
-                    for c in chunks
-                ]
-            },
-        )
+        name=f"context-{request.question_id}",
     )
 
     if not result.chunks:
         # Nothing relevant and readable: say so plainly, without calling the model.
+        await recording
+        await _emit_context(emit, chunks)
         progress.sent.append(NO_CONTEXT_ANSWER)
         await emit(StreamEvent("token", {"text": NO_CONTEXT_ANSWER}))
         await _finish(
@@ -413,9 +446,26 @@ async def _run(
     )
     progress.prompt_sha256 = prompt.sha256
     stats = CompletionStats(model=settings.llm_model)
-    async for delta in stream_completion(prompt.messages, settings, stats):
-        progress.sent.append(delta)
-        await emit(StreamEvent("token", {"text": delta}))
+    tokens = stream_completion(prompt.messages, settings, stats)
+    # The model's request goes out while the context is being recorded; nothing of the
+    # answer reaches the asker before the context is in the ledger.
+    first = asyncio.create_task(anext(tokens, None), name=f"llm-{request.question_id}")
+    try:
+        await recording
+    except BaseException:
+        await _cancel(first)
+        await tokens.aclose()
+        raise
+    await _emit_context(emit, chunks)
+    try:
+        delta = await first
+        while delta is not None:
+            progress.sent.append(delta)
+            await emit(StreamEvent("token", {"text": delta}))
+            delta = await anext(tokens, None)
+    finally:
+        await _cancel(first)
+        await tokens.aclose()
     answer = "".join(progress.sent)
     if not answer.strip():
         raise LLMError("empty_answer", "the language model returned an empty answer")
@@ -431,6 +481,28 @@ async def _run(
         model=settings.llm_model,
         citations=cited_numbers(answer, len(result.chunks)),
         stats=stats,
+    )
+
+
+async def _emit_context(emit: Emit, chunks: Sequence[ContextChunk]) -> None:
+    await emit(
+        StreamEvent(
+            "context",
+            {
+                "citations": [
+                    {
+                        "n": c.n,
+                        "chunk_id": str(c.chunk_id),
+                        "document_id": str(c.document_id),
+                        "title": c.title,
+                        "version": c.version,
+                        "heading_path": list(c.heading_path),
+                        "score": c.fused_score,
+                    }
+                    for c in chunks
+                ]
+            },
+        )
     )
 
 

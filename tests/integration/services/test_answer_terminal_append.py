@@ -11,7 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ragledger.events import store
 from ragledger.events.envelope import EventMetadata
-from ragledger.events.questions import AnswerFailed, QuestionAsked
+from ragledger.events.questions import AnswerFailed, ContextRetrieved, QuestionAsked
 from ragledger.services import answering
 from ragledger.services.documents import Reader
 
@@ -97,3 +97,50 @@ async def test_other_appends_fail_at_once_and_store_nothing(db) -> None:
     async with db.sessionmaker() as session:
         events = await store.read_stream(session, f"question-{request.question_id}")
     assert [e.event_type for e in events] == ["QuestionAsked"]
+
+
+def _context(request) -> ContextRetrieved:
+    return ContextRetrieved(
+        question_id=request.question_id,
+        chunks=(),
+        embedding_model="test",
+        settings={},
+        candidates_considered=0,
+        removed_by_access_filter=0,
+        timings_ms={},
+    )
+
+
+async def _types(db, request) -> list[str]:
+    async with db.sessionmaker() as session:
+        events = await store.read_stream(session, f"question-{request.question_id}")
+    return [e.event_type for e in events]
+
+
+async def test_a_failure_after_an_append_that_landed_unheard_still_records_the_outcome(
+    db,
+) -> None:
+    # ContextRetrieved committed, but the flow was cancelled before it heard so: its
+    # idea of the stream's version is one behind. The outcome must still be recorded.
+    request, progress = _request(), answering._Progress()
+    await _ask(db, request, progress)
+    await store.append_autocommitted(
+        db.sessionmaker, f"question-{request.question_id}", [_context(request)]
+    )
+    await answering._record_failure(
+        db.sessionmaker, request, progress, "m", "client_disconnected", "gone", 0.0
+    )
+    assert await _types(db, request) == ["QuestionAsked", "ContextRetrieved", "AnswerFailed"]
+    assert progress.finished
+
+
+async def test_a_failure_after_the_answer_was_recorded_leaves_the_answer_standing(db) -> None:
+    request, progress = _request(), answering._Progress()
+    await _ask(db, request, progress)
+    await store.append_autocommitted(
+        db.sessionmaker, f"question-{request.question_id}", [_failed(request)]
+    )
+    await answering._record_failure(
+        db.sessionmaker, request, progress, "m", "client_disconnected", "gone", 0.0
+    )
+    assert await _types(db, request) == ["QuestionAsked", "AnswerFailed"]

@@ -248,8 +248,10 @@ async def test_a_new_process_loads_the_cache_and_answers_the_same(
     assert fresh.loaded_from == "cache"
     assert fresh.gguf_sha256 == sha256
     assert after == before
-    # Loading from the cache happens on the worker too.
-    assert max_lag < 0.2
+    # Loading from the cache happens on the worker too. On the loop it would stall it
+    # for the whole load (about 0.7 s here idle, longer when the machine is busy); on a
+    # machine running other heavy jobs, ticks alone were seen late by over 0.2 s.
+    assert max_lag < 0.5
 
 
 async def test_sync_completion_and_stream(llm: LocalLLM) -> None:
