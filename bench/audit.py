@@ -41,6 +41,13 @@ database (plan_cache_mode forced to custom plans; partial indexes), each undone 
     uv run python bench/audit.py                    # 1,000,000 events, ~1 h on 2 cores
     uv run python bench/audit.py --quick            # 20,000 events, a couple of minutes
     uv run python bench/audit.py --events 200000    # another size
+    uv run python bench/audit.py --pages-only       # pages only; verification carried over
+
+The `audit_document_events` projection (the document filter's read model) is caught up
+after `audit_answers`, and its size and catch-up time are reported. The CPU the machine
+spent on other tenants during the pages section is measured (/proc/stat less this
+process and the bench's PostgreSQL); above 10% of the cores the run is flagged
+`contended`.
 
 It prints a table and writes ``bench/results/audit.json``.
 """
@@ -48,8 +55,11 @@ It prints a table and writes ``bench/results/audit.json``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import itertools
+import json
+import os
 import platform
 import random
 import sys
@@ -134,6 +144,7 @@ from ragledger.events.questions import (
 )
 from ragledger.models.ledger import EventRow
 from ragledger.projections.audit_answers import AuditAnswersProjection
+from ragledger.projections.audit_document_events import AuditDocumentEventsProjection
 from ragledger.projections.runner import run_until_caught_up
 from ragledger.services import ledger_audit
 from ragledger.services import users as users_service
@@ -158,6 +169,9 @@ TRANSACTION_EVENTS = 500  # events per generating transaction (several append_ma
 VERIFY_PAGE = 2000  # verify_chain's default batch, used by the breakdown pass too
 WARM_UP_REQUESTS = 5  # per view, before the first cell and after each experiment's setup
 EXPERIMENT_P95_MS = 100.0  # cells slower than this at p95 are re-measured by experiments
+# Other tenants' share of the cores above which the page figures are flagged contended
+# (as bench/load.py and bench/ingest.py do).
+CONTENDED_SHARE = 0.10
 
 PASSWORD = "correct horse battery staple 7"
 MODEL = "ragledger-local/SmolLM2-135M-Instruct"
@@ -1159,10 +1173,12 @@ def answer_params(filters: dict[str, Any], page: int) -> list[tuple[str, str]]:
     if "document_id" in filters:
         params.append(("document", str(filters["document_id"])))
         params.append(("document_match", filters.get("document_match", "context")))
+    # The route's names for asked_from/asked_to (before 2026-11-27 the bench sent
+    # `asked_from`, which the route ignored: its time cells measured no filter at all).
     if "asked_from" in filters:
-        params.append(("asked_from", _iso(filters["asked_from"])))
+        params.append(("from", _iso(filters["asked_from"])))
     if "asked_to" in filters:
-        params.append(("asked_to", _iso(filters["asked_to"])))
+        params.append(("to", _iso(filters["asked_to"])))
     params += [("status", s) for s in filters.get("statuses", ())]
     if "without_citation" in filters:
         params.append(("without_citation", str(filters["without_citation"]).lower()))
@@ -1720,8 +1736,118 @@ SERVER_SETTINGS = (
 """The server's version and the settings that move verification and page figures."""
 
 
+async def document_events_profile(conn: Any) -> dict[str, Any]:
+    """Rows and size of the audit_document_events read model."""
+    rows = int(await conn.scalar(text("SELECT count(*) FROM audit_document_events")) or 0)
+    links = int(await conn.scalar(text("SELECT count(*) FROM audit_document_streams")) or 0)
+    mib = await conn.scalar(
+        text(
+            "SELECT (pg_total_relation_size('audit_document_events') "
+            "+ pg_total_relation_size('audit_document_streams')) / 1048576.0"
+        )
+    )
+    return {"rows": rows, "links": links, "mib_with_indexes": round(float(mib or 0), 1)}
+
+
+def carried_verification(output: Path) -> dict[str, Any]:
+    """The verification section of the previous results (--pages-only does not rerun it)."""
+    previous = json.loads((output if output.exists() else DEFAULT_OUTPUT).read_text())
+    verification = dict(previous["verification"])
+    verification["carried_from"] = {
+        "finished_at": previous.get("finished_at"),
+        "command": previous.get("command"),
+        "events": previous.get("parameters", {}).get("events"),
+        "note": "not re-measured in this run (--pages-only)",
+    }
+    return verification
+
+
+def _cpu_ticks_of(pids: Sequence[int]) -> dict[int, int]:
+    ticks: dict[int, int] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks[pid] = int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks
+
+
+def _postgres_pids(pgdata: Path) -> list[int]:
+    """The embedded server's postmaster (its -D is under `pgdata`) and its children."""
+    parents: dict[int, int] = {}
+    postmaster: int | None = None
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            stat = (entry / "stat").read_text()
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            if postmaster is None and str(pgdata) in (entry / "cmdline").read_text():
+                postmaster = int(entry.name)
+    if postmaster is None:
+        return []
+    return [postmaster, *(pid for pid, parent in parents.items() if parent == postmaster)]
+
+
+def _machine_busy_s() -> float:
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class MachineShare:
+    """CPU used by the machine, this process and the bench's PostgreSQL over a section.
+
+    The rest is other tenants (the machine is shared): above CONTENDED_SHARE of the
+    cores, the section's latencies are flagged as contended.
+    """
+
+    def __init__(self, pgdata: Path) -> None:
+        self._pgdata = pgdata
+        self._start: tuple[float, float, float] = (0.0, 0.0, 0.0)
+        self._end: tuple[float, float, float] = (0.0, 0.0, 0.0)
+        self._postgres_start: dict[int, int] = {}
+        self._postgres_s = 0.0
+
+    def __enter__(self) -> MachineShare:
+        self._postgres_start = _cpu_ticks_of(_postgres_pids(self._pgdata))
+        self._start = (time.perf_counter(), _machine_busy_s(), time.process_time())
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._end = (time.perf_counter(), _machine_busy_s(), time.process_time())
+        # Per process alive at the end: what it used since the start (or since it
+        # began). Backends that exited meanwhile are not counted: an undercount of
+        # PostgreSQL's share, so an overcount of the others', on the safe side.
+        ticks = _cpu_ticks_of(_postgres_pids(self._pgdata))
+        used = sum(t - self._postgres_start.get(pid, 0) for pid, t in ticks.items())
+        self._postgres_s = max(0, used) / os.sysconf("SC_CLK_TCK")
+
+    def figures(self) -> dict[str, Any]:
+        """CPU seconds by whom, and whether the section ran contended."""
+        wall, machine, mine = (e - s for e, s in zip(self._end, self._start, strict=True))
+        postgres = self._postgres_s
+        capacity = wall * (os.cpu_count() or 1)
+        others = max(0.0, machine - mine - postgres)
+        share = others / capacity if capacity else 0.0
+        return {
+            "wall_s": round(wall, 1),
+            "machine_busy_cpu_s": round(machine, 1),
+            "bench_process_cpu_s": round(mine, 1),
+            "postgres_cpu_s": round(postgres, 1),
+            "others_cpu_s": round(others, 1),
+            "others_share": round(share, 3),
+            "contended": share > CONTENDED_SHARE,
+        }
+
+
 async def run_benchmark(
-    admin_url: str, pgdata: Path, params: Params, command: str
+    admin_url: str,
+    pgdata: Path,
+    params: Params,
+    command: str,
+    *,
+    pages_only: bool = False,
+    output: Path = DEFAULT_OUTPUT,
 ) -> dict[str, Any]:
     """Create the database, generate the ledger, project it, then measure both sections."""
     url = await create_database(admin_url, DATABASE)
@@ -1756,18 +1882,39 @@ async def run_benchmark(
             database.engine, AuditAnswersProjection(), batch_size=settings.runner_batch_size
         )
         projection_s = time.perf_counter() - began
+        print("catching up the audit_document_events projection ...", flush=True)
+        began = time.perf_counter()
+        await run_until_caught_up(
+            database.engine, AuditDocumentEventsProjection(), batch_size=settings.runner_batch_size
+        )
+        document_events_s = time.perf_counter() - began
         autocommit = owner.execution_options(isolation_level="AUTOCOMMIT")
         async with autocommit.connect() as conn:
             answers = int(await conn.scalar(text("SELECT count(*) FROM audit_answers")) or 0)
+            document_events = await document_events_profile(conn)
             # Autovacuum would have analysed a table this size by now; do it for certain.
-            await conn.exec_driver_sql("VACUUM ANALYZE events")
-            await conn.exec_driver_sql("VACUUM ANALYZE audit_answers")
+            for table in ("events", "audit_answers", "audit_document_events"):
+                await conn.exec_driver_sql(f"VACUUM ANALYZE {table}")
+            await conn.exec_driver_sql("VACUUM ANALYZE audit_document_streams")
+        document_events["projection_catch_up_s"] = round(document_events_s, 1)
         print(f"  {answers} answers in {projection_s:.1f} s", flush=True)
+        print(
+            f"  {document_events['rows']} document events, {document_events['links']} links "
+            f"in {document_events_s:.1f} s",
+            flush=True,
+        )
         profile = await ledger_profile(owner)
 
-        verification = await verification_section(database.sessionmaker, app, params.verify_rounds)
+        if pages_only:
+            verification = carried_verification(output)
+        else:
+            verification = await verification_section(
+                database.sessionmaker, app, params.verify_rounds
+            )
         print("audit views ...", flush=True)
-        pages = await pages_section(app, settings, owner, generator, params)
+        with MachineShare(pgdata) as share:
+            pages = await pages_section(app, settings, owner, generator, params)
+        pages["cpu"] = share.figures()
 
     return {
         "benchmark": "audit",
@@ -1811,6 +1958,8 @@ async def run_benchmark(
         "generation": generation,
         "ledger": profile,
         "audit_answers": {"rows": answers, "projection_catch_up_s": round(projection_s, 1)},
+        "audit_document_events": document_events,
+        "contended": pages["cpu"]["contended"],
         "verification": verification,
         "pages": pages,
         "targets": targets(verification, pages),
@@ -1858,8 +2007,21 @@ def render(results: dict[str, Any]) -> str:
         f"{results['audit_answers']['rows']} rows, projected in "
         f"{results['audit_answers']['projection_catch_up_s']} s"
     )
+    d = results["audit_document_events"]
+    lines.append(
+        f"audit_document_events: {d['rows']} rows, {d['links']} stream links, "
+        f"{d['mib_with_indexes']} MiB, projected in {d['projection_catch_up_s']} s"
+    )
+    cpu = results["pages"]["cpu"]
+    lines.append(
+        f"during the pages: others used {cpu['others_cpu_s']} CPU s of "
+        f"{cpu['wall_s']} s x {machine['cpu_count']} cores ({cpu['others_share']:.0%})"
+        + ("  CONTENDED" if cpu["contended"] else "")
+    )
     lines.append("")
     v = results["verification"]
+    if "carried_from" in v:
+        lines.append(f"verification carried over from {v['carried_from']['finished_at']}")
     parts = v["breakdown"]
     lines.append("verification (full, from genesis), events/s")
     header = f"{'':<34} {'best':>10} {'median':>10}"
@@ -1935,6 +2097,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         __doc__, quick_help="20,000 events, fewer samples", output=DEFAULT_OUTPUT
     )
     parser.add_argument("--events", type=int, help="events to generate (default: 1,000,000)")
+    parser.add_argument(
+        "--pages-only",
+        action="store_true",
+        help="measure the audit pages only; carry verification over from --output",
+    )
     args = parser.parse_args(argv)
     params = QUICK if args.quick else FULL
     if args.events:
@@ -1944,7 +2111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(level="WARNING", fmt="console")
     MACHINE.update(machine_info())
     results = run_on_embedded_server(
-        lambda admin_url, pgdata: run_benchmark(admin_url, pgdata, params, command)
+        lambda admin_url, pgdata: run_benchmark(
+            admin_url, pgdata, params, command, pages_only=args.pages_only, output=args.output
+        )
     )
     report(results, render(results), args.output)
     return 0

@@ -1010,11 +1010,11 @@ async def record_view(
     metadata: EventMetadata,
     target_id: str | None = None,
 ) -> None:
-    """Append AuditViewed in the request's transaction: it commits with the response.
+    """Commit the request's reads, then append AuditViewed in autocommit.
 
-    Call it last, after the view's queries: the append lock is held until commit.
+    Call it last, after the view's queries: the read is recorded before the response.
     """
-    await store.append(
+    await store.commit_then_append(
         session,
         audit_stream(auditor_id),
         [
