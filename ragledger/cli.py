@@ -98,6 +98,9 @@ def serve(
         port=port or settings.port,
         workers=workers,
         log_config=None,
+        # The request middleware logs each request (route, status, duration, request
+        # id); uvicorn's access line would repeat it at a cost of ~1% of the CPU.
+        access_log=False,
         proxy_headers=False,
         timeout_graceful_shutdown=30,
         timeout_worker_healthcheck=settings.worker_healthcheck_timeout_s,
