@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi_users import BaseUserManager, FastAPIUsers, InvalidPasswordException, UUIDIDMixin
 from fastapi_users.authentication import AuthenticationBackend, BearerTransport, JWTStrategy
+from fastapi_users.exceptions import InvalidResetPasswordToken, InvalidVerifyToken
 from fastapi_users_db_sqlalchemy import SQLAlchemyUserDatabase
 
 from ragledger.api.deps import SessionDep
@@ -135,6 +136,30 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
     async def on_after_verify(self, user: User, request: Request | None = None) -> None:
         """Record the verification."""
         await self._record(request, user, UserVerified(user.id))
+
+    # A token is ASCII; JSON may still carry a lone surrogate ("\ud800"), which the JWT
+    # library cannot encode and which ended as a 500. It is simply not a valid token.
+    async def verify(self, token: str, request: Request | None = None) -> User:
+        """fastapi-users' verify, with a token that is not text refused as invalid."""
+        if not _encodable(token):
+            raise InvalidVerifyToken()
+        return await super().verify(token, request)
+
+    async def reset_password(
+        self, token: str, password: str, request: Request | None = None
+    ) -> User:
+        """fastapi-users' reset, with a token that is not text refused as invalid."""
+        if not _encodable(token):
+            raise InvalidResetPasswordToken()
+        return await super().reset_password(token, password, request)
+
+
+def _encodable(token: str) -> bool:
+    try:
+        token.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # Plain functions, not generators: they own nothing to clean up, and a generator

@@ -605,3 +605,26 @@ async def test_forgot_password_mails_a_token_and_reset_works(db, client, account
     await login(client, account)
     assert len(await _events(db, "PasswordResetRequested")) == 1
     assert len(await _events(db, "PasswordReset")) == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v1/auth/reset-password", '{"token": "\\ud800abc", "password": "a long passphrase"}'),
+        ("/api/v1/auth/verify", '{"token": "\\ud800abc"}'),
+        ("/api/v1/auth/reset-password", '{"token": "not-a-jwt", "password": "a long passphrase"}'),
+        ("/api/v1/auth/verify", '{"token": "not-a-jwt"}'),
+    ],
+)
+async def test_a_token_that_is_not_a_token_gets_400_and_changes_nothing(
+    db, client, accounts, path: str, body: str
+) -> None:
+    # A lone surrogate in the JSON used to reach the JWT library and end as a 500.
+    before = await _events(db, "PasswordReset") + await _events(db, "UserVerified")
+    response = await client.post(
+        path, content=body.encode(), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"] in {"RESET_PASSWORD_BAD_TOKEN", "VERIFY_USER_BAD_TOKEN"}
+    after = await _events(db, "PasswordReset") + await _events(db, "UserVerified")
+    assert after == before
