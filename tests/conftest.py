@@ -9,6 +9,7 @@ seeing each other's rows.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import uuid
@@ -27,6 +28,17 @@ from ragledger.core.settings import Settings
 from tests.fakes.openai_server import fake_openai  # noqa: F401  (a shared fixture)
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_log_handlers() -> Iterator[None]:
+    """Undo a test's configure_logging: its handler may write to a stream pytest closes
+    (capsys), and a thread that logs later (the SMTP fake's) then hits a closed file."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def _with_database(url: str, name: str) -> str:
