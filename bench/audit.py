@@ -43,6 +43,13 @@ database (plan_cache_mode forced to custom plans; partial indexes), each undone 
     uv run python bench/audit.py --events 200000    # another size
     uv run python bench/audit.py --pages-only       # pages only; verification carried over
 
+The `audit_answers` projection's catch-up is compared, before it runs, with its
+per-event definition over the same prefix of the ledger (each from an empty read model,
+in a transaction rolled back after, through the runner's `process_batch`): events/s of
+both in the same run. Its `audit_answer_documents` table (the answers' document filter)
+is reported with it. The previous results file's figures for the same measurements are
+carried into the new one under `previous`, so that a change is compared before/after.
+
 The `audit_document_events` projection (the document filter's read model) is caught up
 after `audit_answers`, and its size and catch-up time are reported. The CPU the machine
 spent on other tenants during the pages section is measured (/proc/stat less this
@@ -93,6 +100,7 @@ from sqlalchemy import Text, cast, event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ragledger.api.app import create_app
+from ragledger.core.database import plan_each_query
 from ragledger.core.ids import uuid7
 from ragledger.core.logging import configure_logging
 from ragledger.core.settings import Settings
@@ -129,7 +137,7 @@ from ragledger.events.documents import (
     DocumentUploaded,
     document_stream,
 )
-from ragledger.events.envelope import EventMetadata
+from ragledger.events.envelope import EventMetadata, RecordedEvent
 from ragledger.events.ledger_audit import LEDGER_STREAM, DigestSigned, LedgerVerified
 from ragledger.events.oversight import AnomalyDetected, AnomalyNotified, anomaly_stream
 from ragledger.events.questions import (
@@ -142,10 +150,12 @@ from ragledger.events.questions import (
     SearchPerformed,
     question_stream,
 )
+from ragledger.models.audit import AuditAnswerRow
 from ragledger.models.ledger import EventRow
 from ragledger.projections.audit_answers import AuditAnswersProjection
 from ragledger.projections.audit_document_events import AuditDocumentEventsProjection
-from ragledger.projections.runner import run_until_caught_up
+from ragledger.projections.runner import process_batch, run_until_caught_up
+from ragledger.projections.subscriber import Subscriber
 from ragledger.services import ledger_audit
 from ragledger.services import users as users_service
 from ragledger.services.audit_queries import (
@@ -167,6 +177,9 @@ SLOW_P95_MS = 200.0  # a page slower than this at p95 gets its plan explained
 PAGE_SIZE = 50  # both views' default page size
 TRANSACTION_EVENTS = 500  # events per generating transaction (several append_many calls)
 VERIFY_PAGE = 2000  # verify_chain's default batch, used by the breakdown pass too
+# Ledger positions over which the per-event and set-wise audit_answers projections are
+# compared: about a minute of the per-event fold on 2 cores, at the start of the ledger.
+PROJECTION_COMPARE_POSITIONS = 40_000
 WARM_UP_REQUESTS = 5  # per view, before the first cell and after each experiment's setup
 EXPERIMENT_P95_MS = 100.0  # cells slower than this at p95 are re-measured by experiments
 # Other tenants' share of the cores above which the page figures are flagged contended
@@ -1117,7 +1130,7 @@ def _reads(statements: list[tuple[str, Any, float]]) -> list[tuple[str, Any, flo
         s
         for s in statements
         if s[0].lstrip().upper().startswith("SELECT")
-        and ("audit_answers" in s[0] or "events" in s[0])
+        and any(table in s[0] for table in ("audit_answers", "audit_answer_documents", "events"))
         and "clock_timestamp()" not in s[0]  # the append's head and versions
         and not any(word in s[0].upper() for word in ("INSERT", "UPDATE", "DELETE", "NOTIFY"))
     ]
@@ -1560,6 +1573,87 @@ def experiments(database: str) -> list[Experiment]:
     ]
 
 
+async def old_document_filter(
+    database: Any,
+    owner: AsyncEngine,
+    fx: Fixtures,
+    samples: int,
+    total: Callable[[dict[str, Any]], Awaitable[int]],
+) -> list[dict[str, Any]]:
+    """The answers' document filter as it was before audit_answer_documents, timed here.
+
+    The statements of the previous page_answers (the uuid arrays tested through their
+    GIN indexes, page and total in one scan with count(*) OVER (), then the page's
+    rows), through the app's engine with custom plans as the view plans them, for the
+    same kinds of samples as the cells (a popular document; page 1, or a page drawn
+    uniformly from 2 to the last). The GIN index on cited_document_ids that migration
+    0009 dropped is recreated for the duration. Compare with the cells' view_queries_ms.
+    """
+    autocommit = owner.execution_options(isolation_level="AUTOCOMMIT")
+    async with autocommit.connect() as conn:
+        await conn.exec_driver_sql(
+            "CREATE INDEX bench_ix_audit_answers_cited_document_ids "
+            "ON audit_answers USING gin (cited_document_ids)"
+        )
+        await conn.exec_driver_sql("ANALYZE audit_answers")
+    key = AuditAnswerRow.asked_position
+    figures = []
+    try:
+        for match, column in (
+            ("context", AuditAnswerRow.context_document_ids),
+            ("cited", AuditAnswerRow.cited_document_ids),
+        ):
+            for kind in ("first", "deep"):
+                rng = random.Random(f"{SEED}-old-{match}-{kind}")
+                timings: list[float] = []
+                for _ in range(samples):
+                    document = rng.choice(fx.popular_documents)
+                    page = 1
+                    if kind == "deep":
+                        count = await total({"document_id": document, "document_match": match})
+                        pages = max(1, -(-count // PAGE_SIZE))
+                        page = rng.randint(min(2, pages), pages)
+                    async with database.sessionmaker() as session, session.begin():
+                        await plan_each_query(session)
+                        began = time.perf_counter()
+                        found = (
+                            await session.execute(
+                                select(key, func.count().over().label("total"))
+                                .where(column.contains([document]))
+                                .order_by(key.desc())
+                                .offset((page - 1) * PAGE_SIZE)
+                                .limit(PAGE_SIZE)
+                            )
+                        ).all()
+                        positions = [row.asked_position for row in found]
+                        if positions:
+                            list(
+                                await session.scalars(
+                                    select(AuditAnswerRow)
+                                    .where(key.in_(positions))
+                                    .order_by(key.desc())
+                                )
+                            )
+                        timings.append((time.perf_counter() - began) * 1000)
+                figures.append(
+                    {
+                        "cell": f"document=popular ({match}) {kind}",
+                        "samples": samples,
+                        "old_queries_ms": percentiles(timings),
+                    }
+                )
+                print(
+                    f"  old document filter ({match}) {kind}: p95 "
+                    f"{fmt(figures[-1]['old_queries_ms']['p95'])} ms",
+                    flush=True,
+                )
+    finally:
+        async with autocommit.connect() as conn:
+            await conn.exec_driver_sql("DROP INDEX bench_ix_audit_answers_cited_document_ids")
+            await conn.exec_driver_sql("ANALYZE audit_answers")
+    return figures
+
+
 async def pages_section(
     app: FastAPI,
     settings: Settings,
@@ -1643,6 +1737,10 @@ async def pages_section(
                     flush=True,
                 )
 
+            print("the answers' document filter as it was (baseline) ...", flush=True)
+            baseline = await old_document_filter(database, owner, fx, params.samples, total)
+            await database.engine.dispose()
+
             # Re-measure the slow cells (and the near-slow) under each experiment.
             autocommit = owner.execution_options(isolation_level="AUTOCOMMIT")
             tried = []
@@ -1697,6 +1795,7 @@ async def pages_section(
             "rare_documents_pool": len(fx.rare_documents),
         },
         "cells": results,
+        "old_document_filter_baseline": baseline,
         "experiments": tried,
     }
 
@@ -1734,6 +1833,128 @@ SERVER_SETTINGS = (
     "synchronous_commit",
 )
 """The server's version and the settings that move verification and page figures."""
+
+
+class PerEventAuditAnswers(AuditAnswersProjection):
+    """The audit_answers projection one event at a time: its definition, the old path."""
+
+    async def handle_batch(self, session: AsyncSession, events: Sequence[RecordedEvent]) -> None:
+        """The base class's per-event loop."""
+        await Subscriber.handle_batch(self, session, events)
+
+
+async def projection_comparison(engine: AsyncEngine, up_to: int, batch_size: int) -> dict[str, Any]:
+    """Per-event vs set-wise audit_answers over positions 1..up_to, from an empty model.
+
+    Each runs the runner's process_batch in one transaction, rolled back after, so both
+    start from the same empty tables and the ledger is read the same way.
+    """
+    runs: dict[str, Any] = {}
+    for name, projection in (
+        ("per_event", PerEventAuditAnswers()),
+        ("set_wise", AuditAnswersProjection()),
+    ):
+        async with engine.connect() as conn:
+            transaction = await conn.begin()
+            session = AsyncSession(bind=conn)
+            began, cpu = time.perf_counter(), time.process_time()
+            position = 0
+            while position < up_to:
+                if not await process_batch(session, projection, batch_size=batch_size):
+                    break
+                position = int(
+                    await session.scalar(
+                        text("SELECT position FROM subscriber_checkpoints WHERE name = :n"),
+                        {"n": projection.name},
+                    )
+                    or 0
+                )
+            wall = time.perf_counter() - began
+            process_cpu = time.process_time() - cpu
+            counted = (
+                await session.execute(
+                    text(
+                        "SELECT count(*) AS rows, "
+                        "(SELECT count(*) FROM audit_answer_documents) AS documents, "
+                        "(SELECT count(*) FROM events WHERE position <= :p AND event_type = "
+                        "ANY(CAST(:types AS text[]))) AS question_events "
+                        "FROM audit_answers"
+                    ),
+                    {"p": position, "types": sorted(projection.event_types or ())},
+                )
+            ).one()
+            await transaction.rollback()
+            await session.close()
+        runs[name] = {
+            "positions": position,
+            "question_events": int(counted.question_events),
+            "rows": int(counted.rows),
+            "document_rows": int(counted.documents),
+            "wall_s": round(wall, 2),
+            "process_cpu_s": round(process_cpu, 2),
+            "ledger_events_per_s": round(position / wall, 1),
+            "question_events_per_s": round(int(counted.question_events) / wall, 1),
+        }
+        print(
+            f"  {name}: {position} positions in {wall:.1f} s "
+            f"({position / wall:.0f} ledger events/s)",
+            flush=True,
+        )
+    per_event, set_wise = runs["per_event"], runs["set_wise"]
+    assert (per_event["positions"], per_event["rows"], per_event["document_rows"]) == (
+        set_wise["positions"],
+        set_wise["rows"],
+        set_wise["document_rows"],
+    ), runs
+    return {
+        **runs,
+        "speedup": round(set_wise["ledger_events_per_s"] / per_event["ledger_events_per_s"], 2),
+        "what": (
+            "process_batch (the runner's batch: checkpoint, read, handle_batch) from an empty "
+            "read model over the same ledger prefix, in one transaction rolled back after; "
+            "per_event is AuditAnswersProjection.handle one event at a time (the old path)"
+        ),
+    }
+
+
+def previous_figures(output: Path) -> dict[str, Any] | None:
+    """The figures of the results file this run replaces that it measures again."""
+    path = output if output.exists() else DEFAULT_OUTPUT
+    if not path.exists():
+        return None
+    old = json.loads(path.read_text())
+    events = old.get("ledger", {}).get("events")
+    answers = dict(old.get("audit_answers", {}))
+    catch_up = answers.get("projection_catch_up_s")
+    if events and catch_up and "ledger_events_per_s" not in answers:
+        answers["ledger_events_per_s"] = round(events / catch_up, 1)
+    document_cells = [
+        {
+            "cell": f"{c['filters']} {c['page']}",
+            "p50_ms": c["latency_ms"]["p50"],
+            "p95_ms": c["latency_ms"]["p95"],
+            "view_queries_p95_ms": c["view_queries_ms"]["p95"],
+        }
+        for c in old.get("pages", {}).get("cells", [])
+        if c["view"] == "answers" and "document" in c["filters"]
+    ]
+    return {
+        "finished_at": old.get("finished_at"),
+        "command": old.get("command"),
+        "events": events,
+        "contended": old.get("contended"),
+        "audit_answers": {k: v for k, v in answers.items() if k != "previous"},
+        "answers_document_cells": document_cells,
+    }
+
+
+async def answer_documents_profile(conn: Any) -> dict[str, Any]:
+    """Rows and size of audit_answer_documents (the answers view's document filter)."""
+    rows = int(await conn.scalar(text("SELECT count(*) FROM audit_answer_documents")) or 0)
+    mib = await conn.scalar(
+        text("SELECT pg_total_relation_size('audit_answer_documents') / 1048576.0")
+    )
+    return {"rows": rows, "mib_with_indexes": round(float(mib or 0), 1)}
 
 
 async def document_events_profile(conn: Any) -> dict[str, Any]:
@@ -1876,6 +2097,12 @@ async def run_benchmark(
             f"({generation['events_per_s']:.0f}/s)",
             flush=True,
         )
+        previous = previous_figures(output)
+        compare_to = min(PROJECTION_COMPARE_POSITIONS, generation["events"])
+        print(f"audit_answers per event vs set-wise over positions 1..{compare_to} ...", flush=True)
+        comparison = await projection_comparison(
+            database.engine, compare_to, settings.runner_batch_size
+        )
         print("catching up the audit_answers projection ...", flush=True)
         began = time.perf_counter()
         await run_until_caught_up(
@@ -1891,9 +2118,22 @@ async def run_benchmark(
         autocommit = owner.execution_options(isolation_level="AUTOCOMMIT")
         async with autocommit.connect() as conn:
             answers = int(await conn.scalar(text("SELECT count(*) FROM audit_answers")) or 0)
+            question_events = int(
+                await conn.scalar(
+                    text("SELECT count(*) FROM events WHERE event_type = ANY(CAST(:t AS text[]))"),
+                    {"t": sorted(AuditAnswersProjection.event_types or ())},
+                )
+                or 0
+            )
+            answer_documents = await answer_documents_profile(conn)
             document_events = await document_events_profile(conn)
             # Autovacuum would have analysed a table this size by now; do it for certain.
-            for table in ("events", "audit_answers", "audit_document_events"):
+            for table in (
+                "events",
+                "audit_answers",
+                "audit_answer_documents",
+                "audit_document_events",
+            ):
                 await conn.exec_driver_sql(f"VACUUM ANALYZE {table}")
             await conn.exec_driver_sql("VACUUM ANALYZE audit_document_streams")
         document_events["projection_catch_up_s"] = round(document_events_s, 1)
@@ -1957,7 +2197,16 @@ async def run_benchmark(
         },
         "generation": generation,
         "ledger": profile,
-        "audit_answers": {"rows": answers, "projection_catch_up_s": round(projection_s, 1)},
+        "audit_answers": {
+            "rows": answers,
+            "projection_catch_up_s": round(projection_s, 1),
+            "ledger_events_per_s": round(generation["events"] / projection_s, 1),
+            "question_events": question_events,
+            "question_events_per_s": round(question_events / projection_s, 1),
+            "audit_answer_documents": answer_documents,
+            "per_event_vs_set_wise": comparison,
+        },
+        "previous": previous,
         "audit_document_events": document_events,
         "contended": pages["cpu"]["contended"],
         "verification": verification,
@@ -2003,10 +2252,29 @@ def render(results: dict[str, Any]) -> str:
         f"{ledger['events_table_mib_with_indexes']} MiB with indexes, payload text "
         f"{ledger['payload_text_bytes_mean']:.0f} B mean; generated with append_many at "
         f"{generation['events_per_s']:.0f} events/s ({generation['mean_events_per_call']} "
-        f"per call, {TRANSACTION_EVENTS} per transaction); audit_answers "
-        f"{results['audit_answers']['rows']} rows, projected in "
-        f"{results['audit_answers']['projection_catch_up_s']} s"
+        f"per call, {TRANSACTION_EVENTS} per transaction)"
     )
+    a = results["audit_answers"]
+    lines.append(
+        f"audit_answers: {a['rows']} rows, projected in {a['projection_catch_up_s']} s "
+        f"({a.get('ledger_events_per_s', 0):.0f} ledger events/s); audit_answer_documents "
+        f"{a.get('audit_answer_documents', {}).get('rows')} rows"
+    )
+    if "per_event_vs_set_wise" in a:
+        c = a["per_event_vs_set_wise"]
+        lines.append(
+            f"audit_answers over positions 1..{c['set_wise']['positions']}: per event "
+            f"{c['per_event']['ledger_events_per_s']:.0f} ledger events/s, set-wise "
+            f"{c['set_wise']['ledger_events_per_s']:.0f} ({c['speedup']}x)"
+        )
+    previous = results.get("previous")
+    if previous:
+        lines.append(
+            f"previous run ({previous['finished_at']}, {previous['events']} events): "
+            f"audit_answers {previous['audit_answers'].get('ledger_events_per_s')} ledger "
+            "events/s; answers document cells p95 ms: "
+            + ", ".join(f"{c['cell']} {c['p95_ms']}" for c in previous["answers_document_cells"])
+        )
     d = results["audit_document_events"]
     lines.append(
         f"audit_document_events: {d['rows']} rows, {d['links']} stream links, "
@@ -2069,6 +2337,20 @@ def render(results: dict[str, Any]) -> str:
             f"{fmt(c['view_queries_ms']['p95']):>9} {c['items_mean']:>6.1f}"
             f"{' *' if c['slow'] else ''}"
         )
+    baseline = {b["cell"]: b for b in results["pages"].get("old_document_filter_baseline", [])}
+    if baseline:
+        lines.append("")
+        lines.append(
+            "answers, document filter: view queries p95 ms, as before (arrays, GIN) -> now "
+            "(audit_answer_documents), same run; request p95 now"
+        )
+        for c in results["pages"]["cells"]:
+            name = f"{c['filters']} {c['page']}"
+            if c["view"] == "answers" and name in baseline:
+                lines.append(
+                    f"  {name:<40} {fmt(baseline[name]['old_queries_ms']['p95']):>8} -> "
+                    f"{fmt(c['view_queries_ms']['p95']):>7}   {fmt(c['latency_ms']['p95']):>7}"
+                )
     t = results["targets"]
     lines.append(
         f"worst p95: {t['worst_page_p95_ms']:.1f} ms ({t['worst_page']}); "

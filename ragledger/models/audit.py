@@ -55,6 +55,23 @@ class AuditAnswerRow(Base):
     last_position: Mapped[int] = mapped_column(BigInteger)
 
 
+class AuditAnswerDocumentRow(Base):
+    """A document an answer's context held or its answer cited, for the document filter.
+
+    One row per (document, question) for every document in the question's
+    `context_document_ids` or `cited_document_ids`, kept with its audit_answers row by
+    the same projection, so that the answers of a popular document are one range of
+    (document_id, asked_position) instead of tens of thousands of wide rows.
+    """
+
+    __tablename__ = "audit_answer_documents"
+
+    document_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    asked_position: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    in_context: Mapped[bool] = mapped_column(Boolean)
+    cited: Mapped[bool] = mapped_column(Boolean)
+
+
 class AuditDocumentStreamRow(Base):
     """A stream whose ContextRetrieved (at `position`) held one of a document's chunks."""
 

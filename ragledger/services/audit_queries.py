@@ -44,7 +44,12 @@ from ragledger.events.audit import AuditViewed, audit_stream
 from ragledger.events.documents import document_stream
 from ragledger.events.envelope import EventMetadata, RecordedEvent
 from ragledger.events.questions import question_stream
-from ragledger.models.audit import AuditAnswerRow, AuditDocumentEventRow, AuditDocumentStreamRow
+from ragledger.models.audit import (
+    AuditAnswerDocumentRow,
+    AuditAnswerRow,
+    AuditDocumentEventRow,
+    AuditDocumentStreamRow,
+)
 from ragledger.models.ledger import EventRow, SubscriberCheckpoint
 from ragledger.models.users import Role
 from ragledger.services.documents import Reader
@@ -574,6 +579,7 @@ async def page_events(
 # --------------------------------------------------------------------------- answers
 
 AnswerStatus = Literal["pending", "answered", "no_context", "failed"]
+_answer_documents = AuditAnswerDocumentRow.__table__
 DocumentMatch = Literal["context", "cited"]
 
 
@@ -639,22 +645,40 @@ class AnswerFilters:
                 values[name] = (str(value),)
         return values
 
-    def conditions(self, *, times: bool = True) -> list[Any]:
+    def document_conditions(self) -> list[Any]:
+        """The document filter as conditions on `audit_answer_documents` (none without one).
+
+        A question has a row there for each document in its context or citations,
+        flagged `in_context` and `cited`: exactly `context_document_ids` and
+        `cited_document_ids` of its audit_answers row, kept by the same projection.
+        """
+        if self.document_id is None:
+            return []
+        flag = (
+            _answer_documents.c.cited
+            if self.document_match == "cited"
+            else _answer_documents.c.in_context
+        )
+        return [_answer_documents.c.document_id == self.document_id, flag]
+
+    def conditions(self, *, times: bool = True, document: bool = True) -> list[Any]:
         """SQL conditions on `audit_answers`, every value a bound parameter.
 
         `times` False leaves out the asked_at range, for a caller that applies it as
-        an asked_position range (see `asked_positions_for_times`).
+        an asked_position range (see `asked_positions_for_times`); `document` False
+        leaves out the document filter, for a caller that reads `audit_answer_documents`
+        itself (see `document_conditions`).
         """
         where: list[Any] = []
         if self.asked_by is not None:
             where.append(AuditAnswerRow.asked_by == self.asked_by)
-        if self.document_id is not None:
-            column = (
-                AuditAnswerRow.cited_document_ids
-                if self.document_match == "cited"
-                else AuditAnswerRow.context_document_ids
+        if document and self.document_id is not None:
+            where.append(
+                exists().where(
+                    *self.document_conditions(),
+                    _answer_documents.c.asked_position == AuditAnswerRow.asked_position,
+                )
             )
-            where.append(column.contains([self.document_id]))
         if times and self.asked_from is not None:
             where.append(AuditAnswerRow.asked_at >= self.asked_from)
         if times and self.asked_to is not None:
@@ -728,43 +752,45 @@ async def page_answers(
 ) -> AnswerPage:
     """Page `page` (from 1) of `size` answers matching `filters`, with the exact total.
 
-    The page is found on asked_position alone (an index-only walk for every filter but
-    the document's) and only its rows are read whole, so a deep page no longer reads
-    every row it skips. The time range becomes an asked_position range first. With a
-    document filter the rows must be read to test their arrays anyway, so one scan
-    yields both the page and the total (count(*) OVER ()).
+    The page is found on asked_position alone and only its rows are read whole, so a
+    deep page never reads the wide rows it skips; the time range becomes an
+    asked_position range first. Without a document filter that is an index-only walk
+    of audit_answers; with one, it walks the document's range of
+    `audit_answer_documents` (document_id, asked_position), joined to audit_answers
+    only when other filters need its columns. The total is counted over the same keys,
+    unless the page itself shows it (an empty first page, or a partial last page).
     """
     await plan_each_query(session)
     bounds = await asked_positions_for_times(session, filters.asked_from, filters.asked_to)
     if bounds.empty:
         return AnswerPage([], 0, page, size)
-    key = AuditAnswerRow.asked_position
-    where = [*filters.conditions(times=False), *bounds.conditions(key)]
+    if filters.document_id is None:
+        key = AuditAnswerRow.asked_position
+        keys = select(key).where(*filters.conditions(times=False), *bounds.conditions(key))
+    else:
+        key = _answer_documents.c.asked_position
+        keys = select(key).where(*filters.document_conditions(), *bounds.conditions(key))
+        others = filters.conditions(times=False, document=False)
+        if others:
+            keys = keys.join(AuditAnswerRow, AuditAnswerRow.asked_position == key).where(*others)
     offset = (page - 1) * size
-    one_scan = filters.document_id is not None
-    columns: list[Any] = [key, func.count().over().label("total")] if one_scan else [key]
-    found = (
-        await session.execute(
-            select(*columns).where(*where).order_by(key.desc()).offset(offset).limit(size)
-        )
-    ).all()
-    total: int | None = int(found[0].total) if one_scan and found else None
-    if total is None:
-        if not found and offset == 0:
-            total = 0
-        else:
-            total = int(
-                await session.scalar(select(func.count()).select_from(AuditAnswerRow).where(*where))
-                or 0
-            )
-    positions = [row.asked_position for row in found]
+    found = [
+        int(position)
+        for position in await session.scalars(keys.order_by(key.desc()).offset(offset).limit(size))
+    ]
+    if 0 < len(found) < size or (not found and offset == 0):
+        total = offset + len(found)
+    else:
+        total = int(await session.scalar(select(func.count()).select_from(keys.subquery())) or 0)
     items = (
         list(
             await session.scalars(
-                select(AuditAnswerRow).where(key.in_(positions)).order_by(key.desc())
+                select(AuditAnswerRow)
+                .where(AuditAnswerRow.asked_position.in_(found))
+                .order_by(AuditAnswerRow.asked_position.desc())
             )
         )
-        if positions
+        if found
         else []
     )
     return AnswerPage(items, total, page, size)
