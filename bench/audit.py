@@ -43,12 +43,13 @@ database (plan_cache_mode forced to custom plans; partial indexes), each undone 
     uv run python bench/audit.py --events 200000    # another size
     uv run python bench/audit.py --pages-only       # pages only; verification carried over
 
-The `audit_answers` projection's catch-up is compared, before it runs, with its
-per-event definition over the same prefix of the ledger (each from an empty read model,
-in a transaction rolled back after, through the runner's `process_batch`): events/s of
-both in the same run. Its `audit_answer_documents` table (the answers' document filter)
-is reported with it. The previous results file's figures for the same measurements are
-carried into the new one under `previous`, so that a change is compared before/after.
+The `audit_answers` projection's catch-up is compared, before it runs, with the same
+fold applied one event at a time (a batch of one per event) over the same prefix of the
+ledger (each from an empty read model, in a transaction rolled back after, through the
+runner's `process_batch`): events/s of both in the same run. Its
+`audit_answer_documents` table (the answers' document filter) is reported with it. The
+previous results file's figures for the same measurements are carried into the new one
+under `previous`, so that a change is compared before/after.
 
 The `audit_document_events` projection (the document filter's read model) is caught up
 after `audit_answers`, and its size and catch-up time are reported. The CPU the machine
@@ -1912,7 +1913,8 @@ async def projection_comparison(engine: AsyncEngine, up_to: int, batch_size: int
         "what": (
             "process_batch (the runner's batch: checkpoint, read, handle_batch) from an empty "
             "read model over the same ledger prefix, in one transaction rolled back after; "
-            "per_event is AuditAnswersProjection.handle one event at a time (the old path)"
+            "per_event is AuditAnswersProjection.handle one event at a time (the fold over a "
+            "batch of one; results before stop 10's review measured the older ORM path)"
         ),
     }
 

@@ -12,10 +12,10 @@ order, and the rows that changed are written back with one upsert, then the chan
 document rows with one delete and one upsert. Catching up used to cost a SELECT and an
 UPDATE per event (~660 events/s at 1M events, bench/audit.py).
 
-`handle` is the same fold, one event at a time through the ORM: the definition the
-set-wise path is tested against (tests/integration/projections/test_audit_answers_batch.py)
-and the fallback that names the failing event when a batch cannot be applied. A change
-to what a row holds goes into both.
+`handle` applies one event through the same fold: the fallback that names the failing
+event when a batch cannot be applied. tests/integration/projections/
+test_audit_answers_batch.py checks that batches of any size give the rows of one event
+at a time.
 """
 
 from __future__ import annotations
@@ -56,14 +56,6 @@ def _distinct_documents(
         if blocks is None or chunk["n"] in blocks:
             seen.setdefault(uuid.UUID(str(chunk["document_id"])), None)
     return list(seen)
-
-
-def _set_timings(row: AuditAnswerRow, timings: Mapping[str, int]) -> None:
-    row.ttft_ms = timings.get("ttft_ms")
-    row.llm_ms = timings.get("llm_ms")
-    row.total_ms = timings.get("total_ms")
-    if "retrieval_ms" in timings:
-        row.retrieval_ms = timings["retrieval_ms"]
 
 
 # (in_context, cited) per document of one question.
@@ -180,7 +172,7 @@ def _fold(
 ) -> uuid.UUID | None:
     """Apply one decoded event to the rows in memory; the question it changed, if any.
 
-    The same steps as AuditAnswersProjection.handle, on plain dicts keyed by column.
+    Plain dicts keyed by column; written back by AuditAnswersProjection.apply_batch.
     """
     match event:
         case QuestionAsked() as e:
@@ -349,93 +341,8 @@ class AuditAnswersProjection(Projection):
         await documents.write(session)
 
     async def handle(self, session: AsyncSession, recorded: RecordedEvent) -> None:
-        """Apply one question event (the definition handle_batch is tested against)."""
-        documents = _DocumentChanges()
-        match registry.decode(recorded):
-            case QuestionAsked() as e:
-                session.add(
-                    AuditAnswerRow(
-                        question_id=e.question_id,
-                        asked_by=e.asked_by,
-                        asker_role=e.role,
-                        asked_at=recorded.recorded_at,
-                        question=e.question,
-                        top_k=e.top_k,
-                        status="pending",
-                        citations=[],
-                        citation_count=0,
-                        context_chunk_count=0,
-                        context=[],
-                        context_document_ids=[],
-                        cited_document_ids=[],
-                        feedback_count=0,
-                        asked_position=recorded.position,
-                        last_position=recorded.position,
-                    )
-                )
-            case ContextRetrieved() as e:
-                if (row := await self._row(session, e.question_id, recorded)) is None:
-                    return
-                old = document_flags(row.context_document_ids, row.cited_document_ids)
-                context = to_json_value(e.chunks)
-                row.context = context
-                row.context_chunk_count = len(context)
-                row.context_document_ids = _distinct_documents(context)
-                row.removed_by_access_filter = e.removed_by_access_filter
-                row.embedding_model = e.embedding_model
-                row.retrieval_ms = e.timings_ms.get("retrieval_ms")
-                new = document_flags(row.context_document_ids, row.cited_document_ids)
-                documents.add(row.asked_position, old, new)
-            case AnswerGenerated() as e:
-                if (row := await self._row(session, e.question_id, recorded)) is None:
-                    return
-                old = document_flags(row.context_document_ids, row.cited_document_ids)
-                cited = set(e.citations)
-                row.status = "no_context" if e.no_context else "answered"
-                row.answer = e.answer
-                row.model = e.model
-                row.prompt_sha256 = e.prompt_sha256
-                row.citations = list(e.citations)
-                row.citation_count = len(cited)
-                row.cited_document_ids = _distinct_documents(row.context, cited)
-                row.prompt_tokens = e.usage.get("prompt_tokens")
-                row.completion_tokens = e.usage.get("completion_tokens")
-                _set_timings(row, e.timings_ms)
-                row.answered_at = recorded.recorded_at
-                new = document_flags(row.context_document_ids, row.cited_document_ids)
-                documents.add(row.asked_position, old, new)
-            case AnswerFailed() as e:
-                if (row := await self._row(session, e.question_id, recorded)) is None:
-                    return
-                row.status = "failed"
-                row.answer = e.partial_answer or None
-                row.model = e.model
-                row.prompt_sha256 = e.prompt_sha256
-                row.failure_reason = f"{e.reason}: {e.detail}"
-                _set_timings(row, e.timings_ms)
-                row.answered_at = recorded.recorded_at
-            case AnswerFeedbackGiven() as e:
-                if (row := await self._row(session, e.question_id, recorded)) is None:
-                    return
-                # The latest judgement counts; the count shows whether the asker changed it.
-                row.feedback_helpful = e.helpful
-                row.feedback_count = row.feedback_count + 1
-            case _:
-                return
-        # Flushed per event: the next event of the batch may be about the same question.
-        await session.flush()
-        await documents.write(session)
-
-    @staticmethod
-    async def _row(
-        session: AsyncSession, question_id: uuid.UUID, recorded: RecordedEvent
-    ) -> AuditAnswerRow | None:
-        row = await session.get(AuditAnswerRow, question_id)
-        if row is None:
-            _log_orphan(question_id, recorded)
-            return None
-        row.last_position = recorded.position
-        return row
+        """Apply one question event: the batch fold over a batch of one."""
+        await self.apply_batch(session, [recorded])
 
     async def reset(self, session: AsyncSession) -> None:
         """Empty the read model: the answers and their document rows."""

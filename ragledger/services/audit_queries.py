@@ -386,15 +386,22 @@ async def positions_for_times(
     is what makes a time filter as cheap as a position filter. A moment after the head
     leaves that side open, so that events appended later still match.
     """
+    return await _range_for_times(session, _FIRST_AT_OR_AFTER, start, end)
+
+
+async def _range_for_times(
+    session: AsyncSession, probe: str, start: datetime | None, end: datetime | None
+) -> PositionRange:
+    """[start, end) as a range of the positions that `probe` finds for each moment."""
     if start is None and end is None:
         return PositionRange()
     row = (
         await session.execute(
             text(
                 "SELECT "
-                + _FIRST_AT_OR_AFTER.format(name="start")
+                + probe.format(name="start")
                 + " AS low, "
-                + _FIRST_AT_OR_AFTER.format(name="end")
+                + probe.format(name="end")
                 + " AS high"
             ),
             {"start": start, "end": end},
@@ -713,28 +720,7 @@ async def asked_positions_for_times(
     session: AsyncSession, start: datetime | None, end: datetime | None
 ) -> PositionRange:
     """The asked_position range of the questions asked in [start, end)."""
-    if start is None and end is None:
-        return PositionRange()
-    row = (
-        await session.execute(
-            text(
-                "SELECT "
-                + _FIRST_ASKED_AT_OR_AFTER.format(name="start")
-                + " AS low, "
-                + _FIRST_ASKED_AT_OR_AFTER.format(name="end")
-                + " AS high"
-            ),
-            {"start": start, "end": end},
-        )
-    ).one()
-    bounds = PositionRange()
-    if start is not None:
-        if row.low is None:
-            return PositionRange(empty=True)
-        bounds = bounds.narrowed(low=int(row.low))
-    if end is not None and row.high is not None:
-        bounds = bounds.narrowed(high=int(row.high) - 1)
-    return bounds
+    return await _range_for_times(session, _FIRST_ASKED_AT_OR_AFTER, start, end)
 
 
 @dataclass(frozen=True, slots=True)

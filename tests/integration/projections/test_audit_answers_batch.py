@@ -1,9 +1,9 @@
 """The set-wise audit_answers projection gives exactly the rows of the per-event one.
 
-The per-event fold (`AuditAnswersProjection.handle`, the projection's definition) and
-the set-wise one (`handle_batch`) run over the same ledger at several batch sizes, so
-that rows are folded within a batch and across batches; both tables must come out
-identical, and `audit_answer_documents` must be exactly the documents of each row's
+One event at a time (`AuditAnswersProjection.handle`, a batch of one) and set-wise
+(`handle_batch`) run over the same ledger at several batch sizes, so that rows are
+folded within a batch, across batches and from rows read back; both tables must come
+out identical, and `audit_answer_documents` must be exactly the documents of each row's
 `context_document_ids` and `cited_document_ids`. Reset empties both tables; a batch the
 set-wise path cannot apply is replayed per event and fails at the event to blame;
 migration 0009 backfills the document rows of answers projected before it.
