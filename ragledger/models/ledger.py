@@ -45,6 +45,9 @@ class EventRow(Base):
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     prev_hash: Mapped[bytes] = mapped_column(BYTEA)
     hash: Mapped[bytes] = mapped_column(BYTEA)
+    # The exact bytes hashed (migration 0010); a CHECK ties them to the columns above.
+    # Deferred: only verification reads them.
+    canonical: Mapped[bytes] = mapped_column(BYTEA, deferred=True)
 
 
 class BlobRow(Base):

@@ -16,6 +16,7 @@ from sqlalchemy import text
 
 from ragledger.events import store
 from ragledger.events.envelope import NewEvent
+from tests.ledger_tampering import tamper
 
 RAGLEDGER = str(Path(sys.executable).parent / "ragledger")
 
@@ -52,9 +53,7 @@ async def test_ledger_verify_exit_codes(db, database_url: str, tmp_path: Path) -
     assert ok.returncode == 0, ok.stderr
     assert "ledger intact: 5 events, head 5" in ok.stdout
 
-    async with db.owner_engine.begin() as conn:
-        await conn.execute(text("SET LOCAL session_replication_role = replica"))
-        await conn.execute(text("""UPDATE events SET payload = '{"i": 7}' WHERE position = 3"""))
+    await tamper(db, """UPDATE events SET payload = '{"i": 7}' WHERE position = 3""")
     broken = await _run("ledger", "verify", env=env)
     assert broken.returncode == 1
     assert "ledger BROKEN at position 3" in broken.stderr

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
 from ragledger.events import store
 from ragledger.events.envelope import NewEvent
+from tests.ledger_tampering import tamper
 
 VERIFIER = Path(__file__).resolve().parents[2] / "ops" / "verify_export.py"
 
@@ -21,12 +21,6 @@ async def _seed(db, count: int = 12) -> None:
     async with db.sessionmaker() as session, session.begin():
         for i in range(count):
             await store.append(session, f"s-{i % 3}", [NewEvent("Seeded", {"i": i, "t": "é✓"})])
-
-
-async def _tamper(db, statement: str) -> None:
-    async with db.owner_engine.begin() as conn:
-        await conn.execute(text("SET LOCAL session_replication_role = replica"))
-        await conn.execute(text(statement))
 
 
 async def _events(db, event_type: str) -> list:
@@ -67,7 +61,7 @@ async def test_verify_full_and_incremental_and_recorded(db, client, accounts) ->
 
 async def test_tampering_is_found_at_its_position(db, client, accounts) -> None:
     await _seed(db)
-    await _tamper(db, """UPDATE events SET payload = '{"i": 99}' WHERE position = 7""")
+    await tamper(db, """UPDATE events SET payload = '{"i": 99}' WHERE position = 7""")
     result = (
         await client.get(
             "/api/v1/audit/verify", params={"full": True}, headers=accounts["admin"].headers
@@ -123,7 +117,7 @@ async def test_kept_digests_prove_the_ledger_unchanged_or_not(db, client, accoun
     assert rejected["valid"] is False
     assert rejected["signature_valid"] is False
 
-    await _tamper(db, f"UPDATE events SET hash = sha256('x') WHERE position = {digest['position']}")
+    await tamper(db, f"UPDATE events SET hash = sha256('x') WHERE position = {digest['position']}")
     changed = (
         await client.post("/api/v1/audit/digests/verify", headers=auditor.headers, json=digest)
     ).json()
