@@ -67,16 +67,25 @@ class RetrievalResult:
     fusion_ms: float
 
 
-def _filters(reader: Reader, document_ids: Sequence[uuid.UUID] | None) -> tuple[str, dict]:
+_READABLE = "(c.access_groups = '{}' OR c.access_groups && CAST(:groups AS text[]))"
+
+
+def _scope(document_ids: Sequence[uuid.UUID] | None) -> tuple[str, dict]:
+    """The chunks a search may return to anyone: searchable, in the documents asked for."""
     clauses = ["c.searchable"]
     params: dict[str, object] = {}
-    if not reader.sees_everything:
-        clauses.append("(c.access_groups = '{}' OR c.access_groups && CAST(:groups AS text[]))")
-        params["groups"] = list(reader.groups)
     if document_ids:
         clauses.append("c.document_id = ANY(CAST(:document_ids AS uuid[]))")
         params["document_ids"] = list(document_ids)
     return " AND ".join(clauses), params
+
+
+def _filters(reader: Reader, document_ids: Sequence[uuid.UUID] | None) -> tuple[str, dict]:
+    where, params = _scope(document_ids)
+    if not reader.sees_everything:
+        where = f"{where} AND {_READABLE}"
+        params["groups"] = list(reader.groups)
+    return where, params
 
 
 def vector_literal(vector: np.ndarray) -> str:
@@ -192,6 +201,109 @@ async def count_filtered_out(
     return int(value or 0)
 
 
+@dataclass(frozen=True, slots=True)
+class Candidates:
+    """What both retrievers found for a reader, and how many top hits access removed."""
+
+    vector_hits: list[tuple[uuid.UUID, float]]
+    text_hits: list[uuid.UUID]
+    removed_by_access_filter: int
+
+
+def _candidates_sql(reader: Reader, document_ids: Sequence[uuid.UUID] | None) -> tuple[str, dict]:
+    """One statement for both retrievers and the access filter's count.
+
+    For a reader who may not read everything, each retriever first ranks every chunk
+    (the access filter left out) and notes which of its top hits the reader may read.
+    When all of them are readable, they are exactly the reader's top hits and the
+    filtered search is never run (an InitPlan's one-time filter); otherwise it runs
+    as before, with the access filter inside the index scan. The count of unreadable
+    top hits, recorded with every retrieval, comes from the same ranked rows, where it
+    used to take both searches again.
+    """
+    base, params = _scope(document_ids)
+    filtered, params = _filters(reader, document_ids)
+    readable = "true" if reader.sees_everything else _READABLE
+    sql = f"""
+        WITH vector_top AS MATERIALIZED (
+            SELECT c.chunk_id, c.embedding <=> CAST(:q AS vector) AS distance,
+                   {readable} AS readable
+            FROM chunks AS c
+            WHERE {base} AND c.embedding IS NOT NULL
+            ORDER BY c.embedding <=> CAST(:q AS vector)
+            LIMIT :limit
+        ), text_top AS MATERIALIZED (
+            SELECT c.chunk_id, ts_rank_cd(c.tsv, q) AS rank, {readable} AS readable
+            FROM chunks AS c, websearch_to_tsquery('english', :query) AS q
+            WHERE {base} AND c.tsv @@ q
+            ORDER BY ts_rank_cd(c.tsv, q) DESC, c.chunk_id
+            LIMIT :limit
+        ), vector_hits AS MATERIALIZED (
+            SELECT chunk_id, distance FROM vector_top
+            WHERE NOT EXISTS (SELECT 1 FROM vector_top WHERE NOT readable)
+            UNION ALL
+            (SELECT c.chunk_id, c.embedding <=> CAST(:q AS vector)
+             FROM chunks AS c
+             WHERE EXISTS (SELECT 1 FROM vector_top WHERE NOT readable)
+               AND {filtered} AND c.embedding IS NOT NULL
+             ORDER BY c.embedding <=> CAST(:q AS vector)
+             LIMIT :limit)
+        ), text_hits AS MATERIALIZED (
+            SELECT chunk_id, rank FROM text_top
+            WHERE NOT EXISTS (SELECT 1 FROM text_top WHERE NOT readable)
+            UNION ALL
+            (SELECT c.chunk_id, ts_rank_cd(c.tsv, q)
+             FROM chunks AS c, websearch_to_tsquery('english', :query) AS q
+             WHERE EXISTS (SELECT 1 FROM text_top WHERE NOT readable)
+               AND {filtered} AND c.tsv @@ q
+             ORDER BY ts_rank_cd(c.tsv, q) DESC, c.chunk_id
+             LIMIT :limit)
+        )
+        SELECT 'vector' AS kind, chunk_id, 1 - distance AS score,
+               row_number() OVER (ORDER BY distance, chunk_id) AS ordinal
+        FROM vector_hits
+        UNION ALL
+        SELECT 'text', chunk_id, rank, row_number() OVER (ORDER BY rank DESC, chunk_id)
+        FROM text_hits
+        UNION ALL
+        SELECT 'removed', NULL, NULL, count(DISTINCT chunk_id)
+        FROM (SELECT chunk_id FROM vector_top WHERE NOT readable
+              UNION ALL SELECT chunk_id FROM text_top WHERE NOT readable) AS unreadable
+    """  # noqa: S608  (the WHERE clauses are built from constants; values are bound)
+    return sql, params
+
+
+async def search_candidates(
+    session: AsyncSession,
+    query_vector: np.ndarray,
+    query: str,
+    reader: Reader,
+    *,
+    limit: int,
+    document_ids: Sequence[uuid.UUID] | None = None,
+) -> Candidates:
+    """Both retrievers' readable hits, best first, and the access filter's count; one trip."""
+    sql, params = _candidates_sql(reader, document_ids)
+    rows = await session.execute(
+        text(sql), {"q": vector_literal(query_vector), "query": query, "limit": limit, **params}
+    )
+    vector: list[tuple[int, uuid.UUID, float]] = []
+    words: list[tuple[int, uuid.UUID]] = []
+    removed = 0
+    for kind, chunk_id, score, ordinal in rows:
+        if kind == "vector":
+            vector.append((ordinal, chunk_id, float(score)))
+        elif kind == "text":
+            words.append((ordinal, chunk_id))
+        else:
+            removed = int(ordinal)
+    return Candidates(
+        vector_hits=[(chunk_id, score) for _, chunk_id, score in sorted(vector)],
+        text_hits=[chunk_id for _, chunk_id in sorted(words)],
+        removed_by_access_filter=removed,
+    )
+
+
 async def retrieve(
     session: AsyncSession,
     *,
@@ -204,15 +316,16 @@ async def retrieve(
     """Top `params.top_k` relevant readable chunks by RRF of vector and full-text ranks."""
     await configure_hnsw(session, params)
     started = time.perf_counter()
-    vector_hits = await vector_candidates(
-        session, query_vector, reader, limit=params.candidates, document_ids=document_ids
+    found = await search_candidates(
+        session, query_vector, query, reader, limit=params.candidates, document_ids=document_ids
     )
-    vector_ms = (time.perf_counter() - started) * 1000
-    started = time.perf_counter()
-    text_hits = await text_candidates(
-        session, query, reader, limit=params.candidates, document_ids=document_ids
+    # Both retrievers run in one statement now; its time is reported for each.
+    vector_ms = fulltext_ms = (time.perf_counter() - started) * 1000
+    vector_hits, text_hits, removed = (
+        found.vector_hits,
+        found.text_hits,
+        found.removed_by_access_filter,
     )
-    fulltext_ms = (time.perf_counter() - started) * 1000
 
     started = time.perf_counter()
     similarity = dict(vector_hits)
@@ -237,9 +350,6 @@ async def retrieve(
             {"ids": [f.key for f in fused]},
         )
         details = {row.chunk_id: row for row in rows}
-    removed = await count_filtered_out(
-        session, query_vector, query, reader, limit=params.candidates
-    )
     chunks = tuple(
         RetrievedChunk(
             chunk_id=f.key,
