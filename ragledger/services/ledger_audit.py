@@ -77,13 +77,15 @@ async def run_verification(
     that position's hash was what the server saw then, and the chain after it is
     recomputed. A full run trusts nothing.
     """
-    async with sessionmaker() as session:
+    async with sessionmaker() as session, sessionmaker() as second_reader:
         start, start_hash = 0, GENESIS_HASH
         if not full:
             digest = await last_trusted_digest(session, signer)
             if digest is not None:
                 start, start_hash = digest.position, bytes.fromhex(digest.hash)
-        result = await verify_chain(session, from_position=start, from_hash=start_hash)
+        result = await verify_chain(
+            session, from_position=start, from_hash=start_hash, second_reader=second_reader
+        )
     async with sessionmaker() as session, session.begin():
         await store.append(
             session,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -293,6 +294,13 @@ async def content_guard_intact(driver: Any) -> bool:
     return bool(installed[0] == reference)
 
 
+async def _driver(session: AsyncSession) -> Any:
+    connection = await session.connection()
+    driver = (await connection.get_raw_connection()).driver_connection
+    assert driver is not None
+    return driver
+
+
 async def verify_chain(
     session: AsyncSession,
     *,
@@ -300,6 +308,7 @@ async def verify_chain(
     from_hash: bytes = GENESIS_HASH,
     up_to: int | None = None,
     batch_size: int = 2000,
+    second_reader: AsyncSession | None = None,
 ) -> ChainVerification:
     """Check every event after `from_position`, trusting `from_hash` as that position's hash.
 
@@ -307,15 +316,17 @@ async def verify_chain(
     previous event's hash, its hash is sha256(prev_hash || canonical_bytes), and its
     columns are what those bytes encode (by the content guard, or row by row where the
     guard is not intact). The first failure stops the run: later hashes build on a
-    broken link.
+    broken link. With `second_reader` (another session), the fast path reads every
+    other page on its connection, so that two PostgreSQL backends prepare pages while
+    this process hashes.
     """
-    connection = await session.connection()
-    driver = (await connection.get_raw_connection()).driver_connection
-    assert driver is not None
+    driver = await _driver(session)
     ceiling = _NO_CEILING if up_to is None else up_to
     chain = _Chain(from_position, from_hash)
     if await content_guard_intact(driver):
-        reason = await _check_pages(driver, chain, ceiling, batch_size)
+        drivers = [driver] if second_reader is None else [driver, await _driver(second_reader)]
+        top = await driver.fetchval(_TOP_QUERY, ceiling)
+        reason = await _check_pages(drivers, chain, top, batch_size)
     else:
         log.warning("ledger.verify_row_by_row", reason="content guard not intact")
         reason = await _check_rows(driver, chain, ceiling, batch_size)
@@ -326,28 +337,54 @@ async def verify_chain(
     )
 
 
-async def _check_pages(driver: Any, chain: _Chain, ceiling: int, batch_size: int) -> str | None:
-    """Hash the stored bytes page by page; a page that fails is decided row by row."""
-    page = await driver.fetchrow(FAST_PAGE_QUERY, chain.position, ceiling, batch_size)
-    while page[0]:
-        # The next page is read while this one is hashed.
-        upcoming = asyncio.ensure_future(
-            driver.fetchrow(FAST_PAGE_QUERY, page[2], ceiling, batch_size)
-        )
-        try:
-            good = _continues(page, chain)
-        finally:
-            if not upcoming.done():
-                # The connection is free again only once the next page is read.
-                await asyncio.wait([upcoming])
-        if not good:
-            reason = await _first_fault(driver, chain, ceiling, page[0])
+_TOP_QUERY = "SELECT coalesce(max(position), 0) FROM events WHERE position <= $1"
+
+
+async def _check_pages(drivers: list[Any], chain: _Chain, top: int, batch_size: int) -> str | None:
+    """Hash the stored bytes window by window up to `top`; a failing window is decided row by row.
+
+    Windows are fixed ranges of positions, so that each reader can be asked for its next
+    one before the current one is checked; one request is in flight per reader. A
+    window with a gap fails its check like any other and the row-by-row read names it.
+    """
+    pending: deque[tuple[Any, int, asyncio.Future[Any]]] = deque()
+    after = chain.position
+
+    def ask(driver: Any) -> None:
+        nonlocal after
+        if after < top:
+            end = min(after + batch_size, top)
+            page = driver.fetchrow(FAST_PAGE_QUERY, after, end, batch_size)
+            pending.append((driver, end, asyncio.ensure_future(page)))
+            after = end
+
+    for driver in drivers:
+        ask(driver)
+    try:
+        while pending:
+            driver, end, request = pending.popleft()
+            page = await request
+            ask(driver)
+            if _continues(page, chain):
+                await asyncio.sleep(0)
+                continue
+            # Every connection must be free before the row-by-row read.
+            await _settle(pending)
+            reason = await _first_fault(drivers[0], chain, end, batch_size)
+            if reason is None and chain.position < end:
+                # Positions are missing up to the window's end: name the gap.
+                reason = await _first_fault(drivers[0], chain, top, 1)
             if reason is not None:
                 return reason
-            # Row by row the page holds (its aggregates took another order); go on.
-        page = upcoming.result()
-        await asyncio.sleep(0)
+    finally:
+        await _settle(pending)
     return None
+
+
+async def _settle(pending: deque[tuple[Any, int, asyncio.Future[Any]]]) -> None:
+    """Wait until every page in flight has arrived (or failed); keep them for later."""
+    if pending:
+        await asyncio.wait([future for _, _, future in pending])
 
 
 async def _check_rows(driver: Any, chain: _Chain, ceiling: int, batch_size: int) -> str | None:

@@ -298,3 +298,40 @@ async def test_migration_0010_stores_the_bytes_of_existing_events(db, tampered: 
         assert (result.valid, result.checked) == (True, 7)
     await _seed(db, 2)  # the app role appends through the new function
     assert (await _verify(db)).checked == (2 if tampered else 9)
+
+
+async def _verify_with_two_readers(db, **kwargs):
+    async with db.sessionmaker() as session, db.sessionmaker() as second:
+        return await verify_chain(session, second_reader=second, batch_size=2, **kwargs)
+
+
+async def test_two_readers_verify_an_intact_chain_and_a_range(db) -> None:
+    await _seed(db, 9)
+    result = await _verify_with_two_readers(db)
+    assert (result.valid, result.checked, result.head_position) == (True, 9, 9)
+    async with db.sessionmaker() as session:
+        third = (await store.read_all(session, after=2, limit=1))[0]
+    ranged = await _verify_with_two_readers(db, from_position=3, from_hash=third.hash, up_to=7)
+    assert (ranged.valid, ranged.checked, ranged.head_position) == (True, 4, 7)
+
+
+@pytest.mark.parametrize(
+    ("statements", "position", "reason"),
+    [
+        (["DELETE FROM events WHERE position BETWEEN 3 AND 6"], 3, "missing"),
+        (["DELETE FROM events WHERE position = 8"], 8, "missing"),
+        (["UPDATE events SET hash = sha256('x') WHERE position = 6"], 6, "hash"),
+    ],
+    ids=["a-whole-window-deleted", "one-deleted", "hash-replaced"],
+)
+async def test_two_readers_name_the_first_broken_position(
+    db, statements: list[str], position: int, reason: str
+) -> None:
+    await _seed(db, 10)
+    await tamper(db, *statements, keep_guard=True)
+    result = await _verify_with_two_readers(db)
+    assert (result.valid, result.first_invalid_position) == (False, position)
+    assert result.checked == position - 1
+    assert reason in (result.reason or "")
+    async with db.sessionmaker() as session:  # the connections are usable afterwards
+        assert await session.scalar(text("SELECT count(*) FROM events")) > 0
