@@ -115,14 +115,14 @@ async def process_batch(session: AsyncSession, subscriber: Subscriber, *, batch_
     The caller owns the transaction and the subscriber's advisory lock. The checkpoint
     row is locked too, so a rebuild resetting it waits for the batch in flight.
     """
-    seen, _position = await _apply_next_batch(session, subscriber, batch_size=batch_size)
+    seen, _position, _head = await _apply_next_batch(session, subscriber, batch_size=batch_size)
     return seen
 
 
 async def _apply_next_batch(
     session: AsyncSession, subscriber: Subscriber, *, batch_size: int
-) -> tuple[int, int]:
-    """(events seen, the checkpoint after the batch); see process_batch."""
+) -> tuple[int, int, int]:
+    """(events seen, the checkpoint after the batch, the head it read); see process_batch."""
     params = {"name": subscriber.name}
     row = (await session.execute(_CHECKPOINT_AND_HEAD, params)).first()
     if row is None:
@@ -130,7 +130,7 @@ async def _apply_next_batch(
         row = (await session.execute(_CHECKPOINT_AND_HEAD, params)).one()
     position, ledger_head = row
     if ledger_head <= position:
-        return 0, position
+        return 0, position, ledger_head
     events = await store.read_all(
         session,
         after=position,
@@ -142,7 +142,7 @@ async def _apply_next_batch(
         await subscriber.handle_batch(session, events)
     new_position = events[-1].position if len(events) == batch_size else ledger_head
     await session.execute(_MOVE_CHECKPOINT, {"name": subscriber.name, "position": new_position})
-    return new_position - position, new_position
+    return new_position - position, new_position, ledger_head
 
 
 async def _record_failure(
@@ -296,7 +296,7 @@ class SubscriberRunner:
                     AsyncSession(bind=conn, expire_on_commit=False) as session,
                     session.begin(),
                 ):
-                    seen, position = await _apply_next_batch(
+                    seen, position, head = await _apply_next_batch(
                         session,
                         subscriber,
                         batch_size=subscriber.batch_size or self.config.batch_size,
@@ -319,7 +319,11 @@ class SubscriberRunner:
                     events=seen,
                     ms=round((time.perf_counter() - started) * 1000, 2),
                 )
-                continue
+                if position < head:
+                    continue  # a full batch: more is waiting
+            # Caught up with the head this batch read: whatever was appended since has
+            # notified (or the poll finds it), so there is no empty transaction to
+            # run just to learn that nothing is new.
             await self._wait_for_news(subscriber.name, position)
 
     async def _wait_for_news(self, name: str, position: int) -> None:
