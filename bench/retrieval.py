@@ -26,7 +26,8 @@ Scan, and cross-checked against numpy's brute force. Figures:
   the HNSW index (employees); a custom plan forced for every execution (employees);
 * hybrid search (``retrieve``: vector + full text, RRF, access filter, min_similarity
   -1 so that random vectors are not cut) p50/p95, with the time spent outside the
-  vector and text queries, and ``count_filtered_out`` timed alone;
+  one statement that finds both retrievers' candidates and the access filter's count
+  (``search_candidates``);
 * the whole retrieval path at the largest size: the real local embedder (warm, not
   cached) + ``retrieve`` with the production parameters (min_similarity aside), in one
   transaction per question through the application's role, as ``answering`` runs it
@@ -86,8 +87,8 @@ from ragledger.services.documents import Reader
 from ragledger.services.retrieval import (
     RetrievalParams,
     configure_hnsw,
-    count_filtered_out,
     retrieve,
+    search_candidates,
     text_candidates,
     vector_candidates,
     vector_literal,
@@ -630,13 +631,11 @@ async def explain_plans(
             await text_candidates(session, words, SMALL_READER, limit=CANDIDATES)
             statement, parameters = capture.last("websearch_to_tsquery")
             plans["text_filtered"] = _plan_entry(await _explain(session, statement, parameters))
-            await count_filtered_out(session, query, words, SMALL_READER, limit=CANDIDATES)
-            statement, parameters = capture.last("count(DISTINCT chunk_id)")
-            plans["count_filtered_out"] = _plan_entry(
-                await _explain(session, statement, parameters)
-            )
+            await search_candidates(session, query, words, SMALL_READER, limit=CANDIDATES)
+            statement, parameters = capture.last("vector_top AS MATERIALIZED")
+            plans["search_candidates"] = _plan_entry(await _explain(session, statement, parameters))
             generic = await _explain_generic(session, statement, parameters)
-            plans["count_filtered_out"]["generic"] = _plan_entry(generic)
+            plans["search_candidates"]["generic"] = _plan_entry(generic)
     default = f"_ef{DEFAULT_EF_SEARCH}"
     checks = {
         "ann_admin_uses_hnsw": plans[f"ann_admin{default}"]["summary"].startswith("hnsw"),
@@ -657,8 +656,8 @@ async def explain_plans(
 
 def _statement_label(statement: str) -> str | None:
     employee = "access_groups &&" in statement
-    if "count(DISTINCT chunk_id)" in statement:
-        return "count_filtered_out"
+    if "vector_top AS MATERIALIZED" in statement:
+        return "search_candidates " + ("employee" if employee else "admin")
     if "nearest AS MATERIALIZED" in statement:
         return "vector_candidates " + ("employee" if employee else "admin")
     if "websearch_to_tsquery" in statement:
@@ -836,11 +835,10 @@ async def hybrid_section(
     out: dict[str, Any] = {"params": asdict(params)}
     totals: dict[str, list[float]] = {name: [] for name in READERS}
     parts: dict[str, dict[str, list[float]]] = {
-        name: {"vector": [], "fulltext": [], "fusion": [], "rest": []} for name in READERS
+        name: {"search": [], "fusion": [], "rest": []} for name in READERS
     }
     returned: dict[str, list[int]] = {name: [] for name in READERS}
     removed: dict[str, list[int]] = {name: [] for name in READERS}
-    count_ms: dict[str, list[float]] = {name: [] for name in READERS if name != "admin"}
     literal_ms: list[float] = []
     for q, words in zip(queries.vectors, queries.words, strict=True):
         for name, reader in READERS.items():
@@ -851,21 +849,11 @@ async def hybrid_section(
                 )
                 total = (time.perf_counter() - began) * 1000
             totals[name].append(total)
-            parts[name]["vector"].append(result.vector_ms)
-            parts[name]["fulltext"].append(result.fulltext_ms)
+            parts[name]["search"].append(result.search_ms)
             parts[name]["fusion"].append(result.fusion_ms)
-            parts[name]["rest"].append(
-                total - result.vector_ms - result.fulltext_ms - result.fusion_ms
-            )
+            parts[name]["rest"].append(total - result.search_ms - result.fusion_ms)
             returned[name].append(len(result.chunks))
             removed[name].append(result.removed_by_access_filter)
-            if name in count_ms:
-                # The "for the record" count that retrieve runs for an employee, alone.
-                async with sessionmaker() as session, session.begin():
-                    await configure_hnsw(session, params)
-                    began = time.perf_counter()
-                    await count_filtered_out(session, q, words, reader, limit=CANDIDATES)
-                    count_ms[name].append((time.perf_counter() - began) * 1000)
         began = time.perf_counter()
         vector_literal(q)
         literal_ms.append((time.perf_counter() - began) * 1000)
@@ -873,14 +861,10 @@ async def hybrid_section(
         out[name] = {
             "queries": len(totals[name]),
             "retrieve_ms": percentiles(totals[name]),
-            "vector_ms": percentiles(parts[name]["vector"]),
-            "fulltext_ms": percentiles(parts[name]["fulltext"]),
+            "search_ms": percentiles(parts[name]["search"]),
             "fusion_ms": percentiles(parts[name]["fusion"]),
             "rest_ms": percentiles(parts[name]["rest"]),
             "rest_mean_ms": round(float(np.mean(parts[name]["rest"])), 2),
-            "count_filtered_out_alone_ms": percentiles(count_ms[name])
-            if name in count_ms
-            else None,
             "full_top_k_fraction": round(
                 sum(1 for r in returned[name] if r == TOP_K) / len(returned[name]), 4
             ),
@@ -1345,16 +1329,14 @@ def _render_size(entry: dict[str, Any]) -> list[str]:
     hybrid = entry["hybrid"]
     lines.append(
         "  hybrid retrieve() (top_k 10, candidates 80, ef 100, min_similarity -1), ms: "
-        "p50 / p95 (vector p95, text p95, rest p95, count_filtered_out alone p95)"
+        "p50 / p95 (search p95, rest p95)"
     )
     for name in READERS:
         h = hybrid[name]
-        count = h["count_filtered_out_alone_ms"]
         lines.append(
             f"  {name:>10}: {fmt(h['retrieve_ms']['p50'], '.2f')} / "
-            f"{fmt(h['retrieve_ms']['p95'], '.2f')} ({fmt(h['vector_ms']['p95'], '.2f')}, "
-            f"{fmt(h['fulltext_ms']['p95'], '.2f')}, {fmt(h['rest_ms']['p95'], '.2f')}, "
-            f"{fmt(count['p95'] if count else None, '.2f')}); full top 10 "
+            f"{fmt(h['retrieve_ms']['p95'], '.2f')} ({fmt(h['search_ms']['p95'], '.2f')}, "
+            f"{fmt(h['rest_ms']['p95'], '.2f')}); full top 10 "
             f"{h['full_top_k_fraction']:.0%}"
         )
     if "whole_path" in entry:

@@ -71,7 +71,7 @@ llm_duration = Histogram(
 )
 retrieval_duration = Histogram(
     "retrieval_duration_seconds",
-    "Retrieval by stage: vector (pgvector lookup) and fulltext.",
+    "Retrieval by stage: search (vector and full-text candidates, one statement) and fusion.",
     ["stage"],
     namespace=NAMESPACE,
     buckets=_FAST_BUCKETS,

@@ -386,8 +386,7 @@ async def _run(
             document_ids=request.document_ids or None,
         )
     progress.timings.update(
-        vector_ms=round(result.vector_ms),
-        fulltext_ms=round(result.fulltext_ms),
+        search_ms=round(result.search_ms),
         fusion_ms=round(result.fusion_ms),
         retrieval_ms=round((time.perf_counter() - t0) * 1000),
     )

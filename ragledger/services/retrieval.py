@@ -62,8 +62,7 @@ class RetrievalResult:
     chunks: tuple[RetrievedChunk, ...]
     candidates_considered: int
     removed_by_access_filter: int
-    vector_ms: float
-    fulltext_ms: float
+    search_ms: float  # both retrievers and the access count: one statement
     fusion_ms: float
 
 
@@ -163,44 +162,6 @@ async def text_candidates(
     return [row.chunk_id for row in rows]
 
 
-async def count_filtered_out(
-    session: AsyncSession,
-    query_vector: np.ndarray,
-    query: str,
-    reader: Reader,
-    *,
-    limit: int,
-) -> int:
-    """How many of the unfiltered top candidates the reader may not read (for the record)."""
-    if reader.sees_everything:
-        return 0
-    value = await session.scalar(
-        text(
-            """
-            WITH v AS (
-                SELECT c.chunk_id, c.access_groups FROM chunks AS c
-                WHERE c.searchable AND c.embedding IS NOT NULL
-                ORDER BY c.embedding <=> CAST(:q AS vector) LIMIT :limit
-            ), t AS (
-                SELECT c.chunk_id, c.access_groups
-                FROM chunks AS c, websearch_to_tsquery('english', :query) AS q
-                WHERE c.searchable AND c.tsv @@ q
-                ORDER BY ts_rank_cd(c.tsv, q) DESC LIMIT :limit
-            )
-            SELECT count(DISTINCT chunk_id) FROM (SELECT * FROM v UNION ALL SELECT * FROM t) AS x
-            WHERE NOT (x.access_groups = '{}' OR x.access_groups && CAST(:groups AS text[]))
-            """
-        ),
-        {
-            "q": vector_literal(query_vector),
-            "query": query,
-            "limit": limit,
-            "groups": list(reader.groups),
-        },
-    )
-    return int(value or 0)
-
-
 @dataclass(frozen=True, slots=True)
 class Candidates:
     """What both retrievers found for a reader, and how many top hits access removed."""
@@ -221,7 +182,7 @@ def _candidates_sql(reader: Reader, document_ids: Sequence[uuid.UUID] | None) ->
     top hits, recorded with every retrieval, comes from the same ranked rows, where it
     used to take both searches again.
     """
-    base, params = _scope(document_ids)
+    base, _ = _scope(document_ids)
     filtered, params = _filters(reader, document_ids)
     readable = "true" if reader.sees_everything else _READABLE
     sql = f"""
@@ -319,8 +280,7 @@ async def retrieve(
     found = await search_candidates(
         session, query_vector, query, reader, limit=params.candidates, document_ids=document_ids
     )
-    # Both retrievers run in one statement now; its time is reported for each.
-    vector_ms = fulltext_ms = (time.perf_counter() - started) * 1000
+    search_ms = (time.perf_counter() - started) * 1000
     vector_hits, text_hits, removed = (
         found.vector_hits,
         found.text_hits,
@@ -368,12 +328,11 @@ async def retrieve(
         for f in fused
         if f.key in details
     )
-    metrics.retrieval_duration.labels("vector").observe(vector_ms / 1000)
-    metrics.retrieval_duration.labels("fulltext").observe(fulltext_ms / 1000)
+    metrics.retrieval_duration.labels("search").observe(search_ms / 1000)
+    metrics.retrieval_duration.labels("fusion").observe(fusion_ms / 1000)
     log.info(
         "retrieval",
-        vector_ms=round(vector_ms, 2),
-        fulltext_ms=round(fulltext_ms, 2),
+        search_ms=round(search_ms, 2),
         fusion_ms=round(fusion_ms, 3),
         vector_hits=len(vector_hits),
         text_hits=len(text_hits),
@@ -384,7 +343,6 @@ async def retrieve(
         chunks=chunks,
         candidates_considered=len(set(similarity) | text_matched),
         removed_by_access_filter=removed,
-        vector_ms=vector_ms,
-        fulltext_ms=fulltext_ms,
+        search_ms=search_ms,
         fusion_ms=fusion_ms,
     )

@@ -18,77 +18,19 @@ from ragledger.core.ids import uuid7
 from ragledger.events import store
 from ragledger.events.access import UserVerified
 from ragledger.events.documents import document_stream
-from ragledger.events.envelope import EventMetadata, RecordedEvent
+from ragledger.events.envelope import RecordedEvent
 from ragledger.events.questions import (
     AnswerFeedbackGiven,
-    AnswerGenerated,
-    ContextChunk,
-    ContextRetrieved,
-    QuestionAsked,
     question_stream,
 )
 from ragledger.projections.audit_answers import AuditAnswersProjection
 from ragledger.projections.audit_document_events import AuditDocumentEventsProjection
 from ragledger.projections.runner import process_batch, reset_projection, run_until_caught_up
 from tests.e2e.conftest import Account
+from tests.integration.projections.audit_answers_scenario import META, answered, asked, context
 
 EVENTS = "/api/v1/audit/events"
 ANSWERS = "/api/v1/audit/answers"
-META = EventMetadata(actor_id="tester", actor_role="test")
-
-
-def chunk(n: int, document_id: uuid.UUID) -> ContextChunk:
-    return ContextChunk(
-        n=n,
-        chunk_id=uuid.uuid4(),
-        document_id=document_id,
-        version=1,
-        chunk_index=n,
-        title="t",
-        heading_path=("t",),
-        text_sha256="0" * 64,
-        vector_rank=n,
-        text_rank=None,
-        similarity="0.5",
-        fused_score="0.01",
-    )
-
-
-def asked(question_id: uuid.UUID, asker: uuid.UUID) -> QuestionAsked:
-    return QuestionAsked(
-        question_id=question_id,
-        question="What does the rule say?",
-        top_k=5,
-        document_ids=(),
-        asked_by=asker,
-        role="employee",
-        groups=(),
-    )
-
-
-def context(question_id: uuid.UUID, *documents: uuid.UUID) -> ContextRetrieved:
-    return ContextRetrieved(
-        question_id=question_id,
-        chunks=tuple(chunk(n, d) for n, d in enumerate(documents, start=1)),
-        embedding_model="m",
-        settings={},
-        candidates_considered=10,
-        removed_by_access_filter=0,
-        timings_ms={"retrieval_ms": 5},
-    )
-
-
-def answered(question_id: uuid.UUID, citations: tuple[int, ...] = ()) -> AnswerGenerated:
-    return AnswerGenerated(
-        question_id=question_id,
-        answer="An answer" + "".join(f" [{n}]" for n in citations),
-        model="m",
-        prompt_sha256="1" * 64,
-        citations=citations,
-        usage={"prompt_tokens": 10, "completion_tokens": 5},
-        timings_ms={"total_ms": 10},
-        no_context=False,
-    )
 
 
 async def append(db, stream: str, events: list) -> list[RecordedEvent]:

@@ -124,8 +124,8 @@ async def test_metrics_report_requests_questions_llm_retrieval_and_lag(
         "ragledger_llm_duration_seconds_count",
     ):
         assert value(after, histogram, **model) == value(before, histogram, **model) + 1
-    vector = "ragledger_retrieval_duration_seconds_count"
-    assert value(after, vector, stage="vector") > value(before, vector, stage="vector")
+    search = "ragledger_retrieval_duration_seconds_count"
+    assert value(after, search, stage="search") > value(before, search, stage="search")
     # Requests are counted per route template (never per id) and status.
     asked = {"method": "POST", "route": "/api/v1/questions", "status": "200"}
     assert value(after, "ragledger_http_requests_total", **asked) == (

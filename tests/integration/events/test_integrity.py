@@ -301,8 +301,12 @@ async def test_migration_0010_stores_the_bytes_of_existing_events(db, tampered: 
 
 
 async def _verify_with_two_readers(db, **kwargs):
+    """Verify on two sessions, then check that both connections are free and usable."""
     async with db.sessionmaker() as session, db.sessionmaker() as second:
-        return await verify_chain(session, second_reader=second, batch_size=2, **kwargs)
+        result = await verify_chain(session, second_reader=second, batch_size=2, **kwargs)
+        for used in (session, second):
+            assert await used.scalar(text("SELECT count(*) FROM events")) > 0
+        return result
 
 
 async def test_two_readers_verify_an_intact_chain_and_a_range(db) -> None:
@@ -333,5 +337,3 @@ async def test_two_readers_name_the_first_broken_position(
     assert (result.valid, result.first_invalid_position) == (False, position)
     assert result.checked == position - 1
     assert reason in (result.reason or "")
-    async with db.sessionmaker() as session:  # the connections are usable afterwards
-        assert await session.scalar(text("SELECT count(*) FROM events")) > 0
