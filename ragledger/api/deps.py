@@ -26,17 +26,17 @@ from ragledger.services.tokens import TokenClaims, TokenService
 NO_NUL = r"^[^\x00]*$"
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     """The process's database handles, set up by the app's lifespan."""
     return request.app.state.database
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     """The settings the app was built with."""
     return request.app.state.settings
 
 
-def get_token_service(request: Request) -> TokenService:
+async def get_token_service(request: Request) -> TokenService:
     """Issues and checks access tokens."""
     return request.app.state.tokens
 
