@@ -171,16 +171,23 @@ class Candidates:
     removed_by_access_filter: int
 
 
+# How deep each retriever ranks without the access filter, as a multiple of the
+# candidates asked for, for a reader who may not read everything. When that deeper
+# list holds enough readable chunks (or every chunk there is), the reader's hits are
+# its readable rows in order and the filtered search never runs.
+UNFILTERED_DEPTH = 3
+
+
 def _candidates_sql(reader: Reader, document_ids: Sequence[uuid.UUID] | None) -> tuple[str, dict]:
     """One statement for both retrievers and the access filter's count.
 
-    For a reader who may not read everything, each retriever first ranks every chunk
-    (the access filter left out) and notes which of its top hits the reader may read.
-    When all of them are readable, they are exactly the reader's top hits and the
-    filtered search is never run (an InitPlan's one-time filter); otherwise it runs
-    as before, with the access filter inside the index scan. The count of unreadable
-    top hits, recorded with every retrieval, comes from the same ranked rows, where it
-    used to take both searches again.
+    Each retriever ranks the chunks first without the access filter, `depth` deep, and
+    notes which rows the reader may read. When at least `limit` of them are readable,
+    or the ranking ran out of chunks before `depth`, the reader's hits are exactly the
+    first `limit` readable rows, in order; only otherwise does the filtered search run
+    (the access filter inside the index scan), behind an InitPlan's one-time filter.
+    The count of unreadable top hits (the first `limit` rows), recorded with every
+    retrieval, comes from the same ranked rows.
     """
     base, _ = _scope(document_ids)
     filtered, params = _filters(reader, document_ids)
@@ -192,30 +199,47 @@ def _candidates_sql(reader: Reader, document_ids: Sequence[uuid.UUID] | None) ->
             FROM chunks AS c
             WHERE {base} AND c.embedding IS NOT NULL
             ORDER BY c.embedding <=> CAST(:q AS vector)
-            LIMIT :limit
+            LIMIT :depth
+        ), vector_ranked AS MATERIALIZED (
+            SELECT chunk_id, distance, readable,
+                   row_number() OVER (ORDER BY distance, chunk_id) AS overall,
+                   row_number() OVER (PARTITION BY readable ORDER BY distance, chunk_id)
+                       AS within
+            FROM vector_top
         ), text_top AS MATERIALIZED (
             SELECT c.chunk_id, ts_rank_cd(c.tsv, q) AS rank, {readable} AS readable
             FROM chunks AS c, websearch_to_tsquery('english', :query) AS q
             WHERE {base} AND c.tsv @@ q
             ORDER BY ts_rank_cd(c.tsv, q) DESC, c.chunk_id
-            LIMIT :limit
+            LIMIT :depth
+        ), text_ranked AS MATERIALIZED (
+            SELECT chunk_id, rank, readable,
+                   row_number() OVER (ORDER BY rank DESC, chunk_id) AS overall,
+                   row_number() OVER (PARTITION BY readable ORDER BY rank DESC, chunk_id)
+                       AS within
+            FROM text_top
+        ), deep_enough AS MATERIALIZED (
+            SELECT (SELECT count(*) FILTER (WHERE readable) >= :limit OR count(*) < :depth
+                    FROM vector_top) AS vector,
+                   (SELECT count(*) FILTER (WHERE readable) >= :limit OR count(*) < :depth
+                    FROM text_top) AS text
         ), vector_hits AS MATERIALIZED (
-            SELECT chunk_id, distance FROM vector_top
-            WHERE NOT EXISTS (SELECT 1 FROM vector_top WHERE NOT readable)
+            SELECT chunk_id, distance FROM vector_ranked
+            WHERE readable AND within <= :limit AND (SELECT vector FROM deep_enough)
             UNION ALL
             (SELECT c.chunk_id, c.embedding <=> CAST(:q AS vector)
              FROM chunks AS c
-             WHERE EXISTS (SELECT 1 FROM vector_top WHERE NOT readable)
+             WHERE NOT (SELECT vector FROM deep_enough)
                AND {filtered} AND c.embedding IS NOT NULL
              ORDER BY c.embedding <=> CAST(:q AS vector)
              LIMIT :limit)
         ), text_hits AS MATERIALIZED (
-            SELECT chunk_id, rank FROM text_top
-            WHERE NOT EXISTS (SELECT 1 FROM text_top WHERE NOT readable)
+            SELECT chunk_id, rank FROM text_ranked
+            WHERE readable AND within <= :limit AND (SELECT text FROM deep_enough)
             UNION ALL
             (SELECT c.chunk_id, ts_rank_cd(c.tsv, q)
              FROM chunks AS c, websearch_to_tsquery('english', :query) AS q
-             WHERE EXISTS (SELECT 1 FROM text_top WHERE NOT readable)
+             WHERE NOT (SELECT text FROM deep_enough)
                AND {filtered} AND c.tsv @@ q
              ORDER BY ts_rank_cd(c.tsv, q) DESC, c.chunk_id
              LIMIT :limit)
@@ -228,8 +252,10 @@ def _candidates_sql(reader: Reader, document_ids: Sequence[uuid.UUID] | None) ->
         FROM text_hits
         UNION ALL
         SELECT 'removed', NULL, NULL, count(DISTINCT chunk_id)
-        FROM (SELECT chunk_id FROM vector_top WHERE NOT readable
-              UNION ALL SELECT chunk_id FROM text_top WHERE NOT readable) AS unreadable
+        FROM (SELECT chunk_id FROM vector_ranked WHERE NOT readable AND overall <= :limit
+              UNION ALL
+              SELECT chunk_id FROM text_ranked WHERE NOT readable AND overall <= :limit)
+             AS unreadable
     """  # noqa: S608  (the WHERE clauses are built from constants; values are bound)
     return sql, params
 
@@ -242,11 +268,26 @@ async def search_candidates(
     *,
     limit: int,
     document_ids: Sequence[uuid.UUID] | None = None,
+    depth: int | None = None,
 ) -> Candidates:
-    """Both retrievers' readable hits, best first, and the access filter's count; one trip."""
+    """Both retrievers' readable hits, best first, and the access filter's count; one trip.
+
+    `depth` (at least `limit`) is how far each retriever ranks without the access
+    filter: `UNFILTERED_DEPTH` x `limit` by default, `limit` for a reader who reads
+    everything (nothing is filtered out for them).
+    """
+    if depth is None:
+        depth = limit if reader.sees_everything else UNFILTERED_DEPTH * limit
     sql, params = _candidates_sql(reader, document_ids)
     rows = await session.execute(
-        text(sql), {"q": vector_literal(query_vector), "query": query, "limit": limit, **params}
+        text(sql),
+        {
+            "q": vector_literal(query_vector),
+            "query": query,
+            "limit": limit,
+            "depth": max(depth, limit),
+            **params,
+        },
     )
     vector: list[tuple[int, uuid.UUID, float]] = []
     words: list[tuple[int, uuid.UUID]] = []

@@ -2,12 +2,15 @@
 
 `search_candidates` must give exactly what the separate searches give: the reader's
 vector and full-text hits (the access filter inside each search), and how many of the
-top hits without the access filter the reader may not read.
+top hits without the access filter the reader may not read. It gets the reader's hits
+from one deeper ranking without the access filter when that holds enough readable
+chunks, and from the filtered searches otherwise: both ways are checked.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 
 import numpy as np
@@ -101,8 +104,9 @@ async def _separately(session, vector, query, reader, document_ids):
 @pytest.mark.parametrize("reader", list(READERS), ids=list(READERS))
 @pytest.mark.parametrize("query", ["leave rules", "budget expenses", "holiday", "nothing-matches"])
 @pytest.mark.parametrize("scoped", [False, True], ids=["all-documents", "two-documents"])
+@pytest.mark.parametrize("depth", [None, LIMIT], ids=["deep", "shallow"])
 async def test_one_statement_gives_what_the_separate_searches_give(
-    db, corpus, reader: str, query: str, scoped: bool
+    db, corpus, reader: str, query: str, scoped: bool, depth: int | None
 ) -> None:
     vector = np.asarray(_vector(corpus), dtype=np.float32)
     document_ids = [DOCUMENTS[1], DOCUMENTS[4]] if scoped else None
@@ -111,7 +115,13 @@ async def test_one_statement_gives_what_the_separate_searches_give(
             session, vector, query, READERS[reader], document_ids
         )
         found = await search_candidates(
-            session, vector, query, READERS[reader], limit=LIMIT, document_ids=document_ids
+            session,
+            vector,
+            query,
+            READERS[reader],
+            limit=LIMIT,
+            document_ids=document_ids,
+            depth=depth,
         )
     assert [c for c, _ in found.vector_hits] == [c for c, _ in hits]
     assert [s for _, s in found.vector_hits] == pytest.approx([s for _, s in hits])
@@ -123,15 +133,58 @@ async def test_one_statement_gives_what_the_separate_searches_give(
         assert removed > 0  # the finance and hr chunks rank among the top hits
 
 
+def _skipped_chunk_scans(plan: str) -> int:
+    """How many scans of `chunks` the plan never executed (the filtered searches)."""
+    return len(re.findall(r" on chunks c(?:_\d+)? .*\(never executed\)", plan))
+
+
+async def _plan(session, reader: Reader, document_ids, vector, query: str, depth: int) -> str:
+    sql, params = retrieval._candidates_sql(reader, document_ids)
+    bound = {
+        "q": retrieval.vector_literal(vector),
+        "query": query,
+        "limit": LIMIT,
+        "depth": depth,
+        **params,
+    }
+    await configure_hnsw(session, PARAMS)
+    rows = await session.execute(text("EXPLAIN ANALYZE " + sql), bound)
+    return "\n".join(row[0] for row in rows)
+
+
 async def test_the_filtered_searches_do_not_run_when_every_top_hit_is_readable(db, corpus) -> None:
     """The point of the one statement: a reader who may read all top hits costs one search."""
     vector = np.asarray(_vector(corpus), dtype=np.float32)
-    sql, params = retrieval._candidates_sql(READERS["hr"], [DOCUMENTS[0], DOCUMENTS[2]])
-    bound = {"q": retrieval.vector_literal(vector), "query": "leave", "limit": LIMIT, **params}
     async with db.sessionmaker() as session, session.begin():
-        await configure_hnsw(session, PARAMS)
-        plan = "\n".join(
-            row[0] for row in await session.execute(text("EXPLAIN ANALYZE " + sql), bound)
+        plan = await _plan(
+            session, READERS["hr"], [DOCUMENTS[0], DOCUMENTS[2]], vector, "leave", LIMIT
         )
     # Both filtered branches (vector and full text) are planned and never executed.
-    assert plan.count("(never executed)") >= 2, plan
+    assert _skipped_chunk_scans(plan) == 2, plan
+
+
+async def test_a_deeper_unfiltered_ranking_spares_the_filtered_searches(db, corpus) -> None:
+    """Unreadable top hits, but enough readable ones deeper down: still one search each."""
+    vector = np.asarray(_vector(corpus), dtype=np.float32)
+    reader, depth, query = READERS["hr"], 4 * LIMIT, "expenses rules"
+    async with db.sessionmaker() as session, session.begin():
+        await configure_hnsw(session, PARAMS)
+        deep_vector = await vector_candidates(session, vector, EVERYONE, limit=depth)
+        deep_text = await text_candidates(session, query, EVERYONE, limit=depth)
+        found = await search_candidates(session, vector, query, reader, limit=LIMIT, depth=depth)
+        deep = await _plan(session, reader, None, vector, query, depth)
+        shallow = await _plan(session, reader, None, vector, query, LIMIT)
+    # The situation this test is about: finance chunks among the top hits, and at least
+    # LIMIT readable ones within the deeper ranking of each retriever (or all there are).
+    assert found.removed_by_access_filter > 0
+    for deeper in ([c for c, _ in deep_vector], deep_text):
+        assert sum(_may_read(reader, c) for c in deeper) >= LIMIT or len(deeper) < depth
+    assert _skipped_chunk_scans(deep) == 2, deep
+    # Ranked only LIMIT deep, a retriever with an unreadable top hit has too few: its
+    # filtered search runs.
+    all_readable = [
+        all(_may_read(reader, c) for c, _ in deep_vector[:LIMIT]),
+        all(_may_read(reader, c) for c in deep_text[:LIMIT]),
+    ]
+    assert not all(all_readable)
+    assert _skipped_chunk_scans(shallow) == sum(all_readable), shallow
