@@ -7,6 +7,12 @@ checkpoint row, read events after it, let the subscriber apply them, move the
 checkpoint, commit. A crash anywhere before the commit applies nothing; the next
 consumer resumes from the checkpoint. LISTEN/NOTIFY wakes consumers at once; a poll
 interval covers a lost notification or a dropped listener.
+
+A NOTIFY carries only the new head. The listener looks up which event types arrived
+(one small query on its own connection) and wakes only the subscribers that handle one
+of them: a subscriber of document events is not woken by every question. It moves its
+checkpoint past the events it ignores at its next poll, so its lag in events may read
+up to one poll interval's worth of appends it has no use for.
 """
 
 from __future__ import annotations
@@ -35,6 +41,10 @@ if TYPE_CHECKING:
     from ragledger.core.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+
+_HEAD_POSITION = "SELECT coalesce(max(position), 0) FROM events"
+_TYPES_BETWEEN = "SELECT DISTINCT event_type FROM events WHERE position > $1 AND position <= $2"
 
 
 def subscriber_lock_id(name: str) -> int:
@@ -178,12 +188,18 @@ class SubscriberRunner:
         # ledger whatever it says (a (re)connected listener may have missed some).
         self._notified_head = 0
         self._must_look: set[str] = set()
+        # Per subscriber, the highest head that brought an event of a type it handles;
+        # the listener's lookup of types covers positions up to `_typed_up_to`.
+        self._relevant_head: dict[str, int] = dict.fromkeys(self._wake, 0)
+        self._typed_up_to: int | None = None
+        self._look_up_types = asyncio.Event()
         self._stop = asyncio.Event()
         self.active: set[str] = set()
 
     def stop(self) -> None:
         """Ask every loop to finish its batch and return."""
         self._stop.set()
+        self._look_up_types.set()
         for wake in self._wake.values():
             wake.set()
 
@@ -209,14 +225,56 @@ class SubscriberRunner:
             await asyncio.gather(listener, *consumers, return_exceptions=True)
 
     def _wake_all(self, *args: object) -> None:
-        """Wake every consumer: a NOTIFY (connection, pid, channel, head) or a reconnect."""
+        """A NOTIFY (connection, pid, channel, head) or a reconnect (no arguments).
+
+        With the listener's type lookup running, a new head only asks it to look up the
+        types and wake whom they concern; without it (or for a reconnect or a payload
+        that is not a position), every consumer wakes.
+        """
         payload = args[3] if len(args) == 4 else None
         if isinstance(payload, str) and payload.isdigit():
-            self._notified_head = max(self._notified_head, int(payload))
+            head = int(payload)
+            self._notified_head = max(self._notified_head, head)
+            if self._typed_up_to is not None:
+                self._look_up_types.set()
+                return
+            for name in self._relevant_head:
+                self._relevant_head[name] = max(self._relevant_head[name], head)
         else:
             self._must_look.update(self._wake)
         for wake in self._wake.values():
             wake.set()
+
+    def _wake_those_concerned(self, head: int, types: set[str] | None) -> None:
+        """Wake the consumers that handle one of `types` (None: unknown, wake all)."""
+        for subscriber in self.subscribers:
+            handles = getattr(subscriber, "event_types", None)
+            if types is None or handles is None or not handles.isdisjoint(types):
+                name = subscriber.name
+                self._relevant_head[name] = max(self._relevant_head[name], head)
+                self._wake[name].set()
+
+    async def _look_up_new_types(self, connection: asyncpg.Connection) -> None:
+        """On each new head, find which event types arrived and wake whom they concern."""
+        self._typed_up_to = await connection.fetchval(_HEAD_POSITION)
+        # Everyone looks once: events appended while (re)connecting sent no NOTIFY here.
+        self._wake_all()
+        try:
+            while not self._stop.is_set():
+                await self._look_up_types.wait()
+                self._look_up_types.clear()
+                head, after = self._notified_head, self._typed_up_to
+                if head <= after:
+                    continue
+                try:
+                    rows = await connection.fetch(_TYPES_BETWEEN, after, head)
+                except BaseException:
+                    self._wake_those_concerned(head, None)
+                    raise
+                self._typed_up_to = head
+                self._wake_those_concerned(head, {row[0] for row in rows})
+        finally:
+            self._typed_up_to = None
 
     async def _listen(self) -> None:
         dsn = to_asyncpg_dsn(self.engine.url.render_as_string(hide_password=False))
@@ -227,11 +285,18 @@ class SubscriberRunner:
                 connection = await asyncpg.connect(dsn)
                 await connection.add_listener(NOTIFY_CHANNEL, self._wake_all)
                 delay = self.config.backoff_initial_s
-                # Events appended while we were (re)connecting are found by the wake-up.
-                self._wake_all()
-                while not self._stop.is_set() and not connection.is_closed():
-                    await self._sleep(self.config.poll_interval_s)
-            except (OSError, asyncpg.PostgresError) as exc:
+                looking_up = asyncio.create_task(self._look_up_new_types(connection))
+                try:
+                    while not self._stop.is_set() and not connection.is_closed():
+                        if looking_up.done():
+                            looking_up.result()  # its error ends this connection
+                            break
+                        await asyncio.wait({looking_up}, timeout=self.config.poll_interval_s)
+                finally:
+                    looking_up.cancel()
+                    with contextlib.suppress(BaseException):
+                        await looking_up
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("runner_listener_lost", error=str(exc), retry_in_s=delay)
                 await self._sleep(delay)
                 delay = min(delay * 2, self.config.backoff_max_s)
@@ -344,7 +409,7 @@ class SubscriberRunner:
             wake.clear()
             if self._stop.is_set() or time.monotonic() >= deadline:
                 return
-            if name in self._must_look or self._notified_head > position:
+            if name in self._must_look or self._relevant_head[name] > position:
                 if self.config.coalesce_s > 0:
                     await self._sleep(self.config.coalesce_s)
                 return

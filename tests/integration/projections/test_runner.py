@@ -244,3 +244,69 @@ async def test_checkpoint_rows_are_not_visible_as_ledger_changes(db) -> None:
     assert await run_until_caught_up(db.engine, StreamsProjection())
     async with db.engine.connect() as conn:
         assert await conn.scalar(text("SELECT count(*) FROM events")) == 3
+
+
+class _Handles(RecordingProjection):
+    """A recording projection that handles only the given event types."""
+
+    def __init__(self, name: str, *types: str) -> None:
+        super().__init__(name)
+        self.event_types = frozenset(types)  # type: ignore[misc]
+
+
+async def _append_typed(db, event_type: str, count: int) -> None:
+    async with db.sessionmaker() as session, session.begin():
+        await store.append(session, "typed", [NewEvent(event_type, {"n": n}) for n in range(count)])
+
+
+async def test_a_notify_wakes_only_the_subscribers_that_handle_what_arrived(db) -> None:
+    """Events of a type a subscriber ignores cost it no transaction until its next poll."""
+    await create_effects_table(db.owner_engine)
+    # A long poll interval: a checkpoint that moves was moved by a NOTIFY's wake-up.
+    config = RunnerConfig(batch_size=7, poll_interval_s=30, standby_retry_s=0.1)
+    runner = SubscriberRunner(
+        db.engine, [_Handles("numbers", "Numbered"), _Handles("letters", "Lettered")], config
+    )
+    task = asyncio.create_task(runner.run())
+
+    async def started() -> bool:
+        # Both consumers looked once at the empty ledger and the listener knows its head.
+        checkpoints = [await _checkpoint(db, "numbers"), await _checkpoint(db, "letters")]
+        return runner._typed_up_to is not None and all(checkpoints)
+
+    try:
+        await _eventually(started)
+        await _append_typed(db, "Numbered", 5)
+        await _eventually(lambda: _has(db, "numbers", 5), within_s=5)
+        await asyncio.sleep(0.5)
+        assert (await _checkpoint(db, "letters")).position == 0
+        await _append_typed(db, "Lettered", 2)
+        await _eventually(lambda: _has(db, "letters", 2), within_s=5)
+        await asyncio.sleep(0.5)
+        assert (await _checkpoint(db, "letters")).position == 7
+        assert (await _checkpoint(db, "numbers")).position == 5
+    finally:
+        runner.stop()
+        await task
+    assert await effects(db.engine, "numbers") == [1, 2, 3, 4, 5]
+    assert await effects(db.engine, "letters") == [6, 7]
+
+
+async def test_an_ignored_event_is_passed_at_the_next_poll(db) -> None:
+    """The lag a skipped wake-up leaves lasts at most one poll interval."""
+    await create_effects_table(db.owner_engine)
+    config = RunnerConfig(batch_size=7, poll_interval_s=0.5, standby_retry_s=0.1)
+    runner = SubscriberRunner(db.engine, [_Handles("letters", "Lettered")], config)
+    task = asyncio.create_task(runner.run())
+    try:
+        await _eventually(lambda: _checkpoint(db, "letters"))
+        await _append_typed(db, "Numbered", 3)
+
+        async def passed() -> bool:
+            return (await _checkpoint(db, "letters")).position == 3
+
+        await _eventually(passed, within_s=5)
+    finally:
+        runner.stop()
+        await task
+    assert await effects(db.engine, "letters") == []
