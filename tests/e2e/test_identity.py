@@ -82,6 +82,46 @@ async def test_wrong_password_and_unknown_email_look_the_same(db, client, monkey
     assert all(e["stream"] == "security" for e in failed)
 
 
+async def test_logins_check_passwords_off_the_event_loop(db, client) -> None:
+    """An argon2 check (~0.1 s of CPU on purpose) must not stall the rest of the process.
+
+    On the event loop, each of the logins below would hold it for one whole check: no
+    other request and no streamed answer could move meanwhile.
+    """
+    from ragledger.services.users import password_helper
+
+    account = await make_account(db, "lena@example.com", "employee")
+    await login(client, account)  # the app's first login sets up what it uses once
+    hashed = password_helper.hash(PASSWORD)
+    started = time.perf_counter()
+    password_helper.verify_and_update(PASSWORD, hashed)
+    one_check_s = time.perf_counter() - started
+
+    interval, lags, done = 0.01, [], asyncio.Event()
+
+    async def ticker() -> None:
+        while not done.is_set():
+            before = time.perf_counter()
+            await asyncio.sleep(interval)
+            lags.append(time.perf_counter() - before - interval)
+
+    ticking = asyncio.create_task(ticker())
+    try:
+        form = {"username": account.email, "password": PASSWORD}
+        wrong = {"username": account.email, "password": "wrong" * 4}
+        unknown = {"username": "nobody@example.com", "password": PASSWORD}
+        responses = await asyncio.gather(
+            *(client.post("/api/v1/auth/jwt/login", data=d) for d in (form, wrong, unknown))
+        )
+    finally:
+        done.set()
+        await ticking
+    assert [r.status_code for r in responses] == [200, 400, 400]
+    # The loop kept waking up while three checks ran, never late by one check's time.
+    assert len(lags) >= 5
+    assert max(lags) < 0.75 * one_check_s, (max(lags), one_check_s)
+
+
 async def test_a_nul_in_the_username_is_an_ordinary_failed_login(db, client) -> None:
     # Found by tests/e2e/test_schema_fuzz.py: the NUL reached PostgreSQL, which refused
     # it (a 500). Now no account matches, and the attempt is recorded like any other.

@@ -55,10 +55,10 @@ async def login(
 
     user = await users_service.get_by_email(session, email) if email else None
     if user is None:
-        users_service.password_helper.verify_and_update(credentials.password, _DUMMY_HASH)
+        await users_service.verify_password(credentials.password, _DUMMY_HASH)
         reason = "unknown_email"
     else:
-        verified, new_hash = users_service.password_helper.verify_and_update(
+        verified, new_hash = await users_service.verify_password(
             credentials.password, user.hashed_password
         )
         if not verified:
