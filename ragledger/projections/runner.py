@@ -285,19 +285,35 @@ class SubscriberRunner:
                 connection = await asyncpg.connect(dsn)
                 await connection.add_listener(NOTIFY_CHANNEL, self._wake_all)
                 delay = self.config.backoff_initial_s
+                # A connection the server drops is noticed at once, not at the next poll.
+                lost = asyncio.Event()
+                connection.add_termination_listener(lambda _connection, event=lost: event.set())
                 looking_up = asyncio.create_task(self._look_up_new_types(connection))
+                dropped = asyncio.create_task(lost.wait())
                 try:
                     while not self._stop.is_set() and not connection.is_closed():
+                        await asyncio.wait(
+                            {looking_up, dropped},
+                            timeout=self.config.poll_interval_s,
+                            return_when=asyncio.FIRST_COMPLETED,
+                        )
                         if looking_up.done():
                             looking_up.result()  # its error ends this connection
                             break
-                        await asyncio.wait({looking_up}, timeout=self.config.poll_interval_s)
+                        if dropped.done():
+                            log.warning("runner_listener_dropped")
+                            break
                 finally:
-                    looking_up.cancel()
-                    with contextlib.suppress(BaseException):
-                        await looking_up
+                    for helper in (looking_up, dropped):
+                        helper.cancel()
+                        with contextlib.suppress(BaseException):
+                            await helper
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("runner_listener_lost", error=str(exc), retry_in_s=delay)
+                await self._sleep(delay)
+                delay = min(delay * 2, self.config.backoff_max_s)
+            except Exception as exc:  # noqa: BLE001  (the listener must outlive any error)
+                log.warning("runner_listener_error", error=repr(exc), retry_in_s=delay)
                 await self._sleep(delay)
                 delay = min(delay * 2, self.config.backoff_max_s)
             finally:

@@ -310,3 +310,48 @@ async def test_an_ignored_event_is_passed_at_the_next_poll(db) -> None:
         runner.stop()
         await task
     assert await effects(db.engine, "letters") == []
+
+
+_LISTENER_PID = text(
+    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+    "AND pid <> pg_backend_pid() AND (query LIKE 'LISTEN %' "
+    "OR query LIKE 'SELECT coalesce(max(position), 0) FROM events%' "
+    "OR query LIKE 'SELECT DISTINCT event_type FROM events%')"
+)
+
+
+async def test_the_listener_comes_back_after_its_connection_is_killed(db) -> None:
+    """A dropped listener reconnects, and NOTIFY wakes the consumers again."""
+    await create_effects_table(db.owner_engine)
+    config = RunnerConfig(
+        batch_size=7, poll_interval_s=30, backoff_initial_s=0.05, standby_retry_s=0.1
+    )
+    runner = SubscriberRunner(db.engine, [RecordingProjection()], config)
+    task = asyncio.create_task(runner.run())
+
+    async def listener_pids() -> list[int]:
+        async with db.owner_engine.connect() as conn:
+            return list((await conn.scalars(_LISTENER_PID)).all())
+
+    try:
+
+        async def listening() -> bool:
+            started = runner._typed_up_to is not None and await _checkpoint(db, "recording")
+            return bool(started) and len(await listener_pids()) == 1
+
+        await _eventually(listening)
+        (old,) = await listener_pids()
+        async with db.owner_engine.connect() as conn:
+            await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": old})
+
+        async def listening_again() -> bool:
+            return await listening() and (await listener_pids()) != [old]
+
+        await _eventually(listening_again, within_s=5)
+        await append_numbered(db.sessionmaker, 3)
+        # The poll is 30 s away: only the new listener's NOTIFY brings these in time.
+        await _eventually(lambda: _has(db, "recording", 3), within_s=5)
+    finally:
+        runner.stop()
+        await task
+    assert await effects(db.engine, "recording") == [1, 2, 3]
