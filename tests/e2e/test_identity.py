@@ -14,6 +14,7 @@ from ragledger.events import store
 from ragledger.schemas.pagination import MAX_PAGE
 from tests.e2e.conftest import PASSWORD, Account, login, make_account
 from tests.e2e.test_schema_fuzz import assert_documented
+from tests.loop_lag import loop_lag_during
 
 BAD = {"detail": "incorrect email or password"}
 
@@ -82,25 +83,6 @@ async def test_wrong_password_and_unknown_email_look_the_same(db, client, monkey
     assert all(e["stream"] == "security" for e in failed)
 
 
-async def _max_loop_lag_during(work) -> tuple[object, float, int]:
-    """What `work` returned, the loop's worst lateness meanwhile (s), and its wake-ups."""
-    interval, lags, done = 0.01, [], asyncio.Event()
-
-    async def ticker() -> None:
-        while not done.is_set():
-            before = time.perf_counter()
-            await asyncio.sleep(interval)
-            lags.append(time.perf_counter() - before - interval)
-
-    ticking = asyncio.create_task(ticker())
-    try:
-        result = await work
-    finally:
-        done.set()
-        await ticking
-    return result, max(lags), len(lags)
-
-
 def _one_argon2_check_s() -> float:
     from ragledger.services.users import password_helper
 
@@ -122,15 +104,15 @@ async def test_logins_check_passwords_off_the_event_loop(db, client) -> None:
     form = {"username": account.email, "password": PASSWORD}
     wrong = {"username": account.email, "password": "wrong" * 4}
     unknown = {"username": "nobody@example.com", "password": PASSWORD}
-    responses, max_lag, wakeups = await _max_loop_lag_during(
+    lag = await loop_lag_during(
         asyncio.gather(
             *(client.post("/api/v1/auth/jwt/login", data=d) for d in (form, wrong, unknown))
         )
     )
-    assert [r.status_code for r in responses] == [200, 400, 400]
+    assert [r.status_code for r in lag.result] == [200, 400, 400]
     # The loop kept waking up while three checks ran, never late by one check's time.
-    assert wakeups >= 5
-    assert max_lag < 0.75 * one_check_s, (max_lag, one_check_s)
+    assert lag.wakeups >= 5
+    assert lag.max_lag_s < 0.75 * one_check_s, (lag.max_lag_s, one_check_s)
 
 
 async def test_a_forgotten_password_is_fingerprinted_off_the_event_loop(db, client) -> None:
@@ -139,13 +121,13 @@ async def test_a_forgotten_password_is_fingerprinted_off_the_event_loop(db, clie
     body = {"email": account.email}
     assert (await client.post("/api/v1/auth/forgot-password", json=body)).status_code == 202
     one_check_s = _one_argon2_check_s()
-    responses, max_lag, wakeups = await _max_loop_lag_during(
+    lag = await loop_lag_during(
         asyncio.gather(*(client.post("/api/v1/auth/forgot-password", json=body) for _ in range(3)))
     )
-    assert [r.status_code for r in responses] == [202, 202, 202]
+    assert [r.status_code for r in lag.result] == [202, 202, 202]
     assert len(await _events(db, "PasswordResetRequested")) == 4
-    assert wakeups >= 5
-    assert max_lag < 0.75 * one_check_s, (max_lag, one_check_s)
+    assert lag.wakeups >= 5
+    assert lag.max_lag_s < 0.75 * one_check_s, (lag.max_lag_s, one_check_s)
 
 
 async def test_a_nul_in_the_username_is_an_ordinary_failed_login(db, client) -> None:

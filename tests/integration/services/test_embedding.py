@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -22,6 +20,7 @@ from ragledger.services.embedding import (
     model_files_sha256,
 )
 from tests.fakes.openai_server import FakeOpenAI
+from tests.loop_lag import loop_lag_during
 
 QUESTION = "How many vacation days do employees get?"
 PARAPHRASE = "Annual leave allowance for staff"
@@ -130,28 +129,13 @@ async def test_the_event_loop_stays_responsive_while_embedding(
 ) -> None:
     await embedder.warm_up()
     texts = _policy_texts(200)
-    interval = 0.01
-    lags: list[float] = []
-    done = asyncio.Event()
+    lag = await loop_lag_during(embedder.embed(texts))
 
-    async def ticker() -> None:
-        while not done.is_set():
-            started = time.perf_counter()
-            await asyncio.sleep(interval)
-            lags.append(time.perf_counter() - started - interval)
-
-    ticking = asyncio.create_task(ticker())
-    try:
-        vectors = await embedder.embed(texts)
-    finally:
-        done.set()
-        await ticking
-
-    assert vectors.shape == (200, 384)
+    assert lag.result.shape == (200, 384)
     # The loop woke up all along (not only once the embedding was over) and never late
     # by more than a scheduler hiccup: the forward passes ran on another thread.
-    assert len(lags) >= 10
-    assert max(lags) < 0.2, f"max loop lag {max(lags) * 1000:.0f} ms"
+    assert lag.wakeups >= 10
+    assert lag.max_lag_s < 0.2, f"max loop lag {lag.max_lag_s * 1000:.0f} ms"
 
 
 async def test_the_model_is_loaded_once_per_process(embedder: LocalEmbedder) -> None:

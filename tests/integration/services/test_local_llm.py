@@ -23,6 +23,7 @@ from ragledger.services.local_llm import (
     local_llm_cache_dir,
     register_local_llm,
 )
+from tests.loop_lag import loop_lag_during
 
 # Greedy answers to these are long enough to hit small max_tokens budgets.
 SKY = [{"role": "user", "content": "Explain in two sentences why the sky is blue."}]
@@ -60,29 +61,6 @@ async def _greedy_text(messages: list[dict[str, str]], max_tokens: int = MAX_TOK
         model=LOCAL_LLM_MODEL, messages=messages, max_tokens=max_tokens, temperature=0
     )
     return response.choices[0].message.content
-
-
-async def _max_loop_lag_during[T](work: Awaitable[T]) -> tuple[T, float]:
-    """Run work while a ticker measures how late the event loop wakes it (seconds)."""
-    loop = asyncio.get_running_loop()
-    interval = 0.01
-    max_lag = 0.0
-    done = asyncio.Event()
-
-    async def ticker() -> None:
-        nonlocal max_lag
-        while not done.is_set():
-            before = loop.time()
-            await asyncio.sleep(interval)
-            max_lag = max(max_lag, loop.time() - before - interval)
-
-    task = asyncio.create_task(ticker())
-    try:
-        result = await work
-    finally:
-        done.set()
-        await task
-    return result, max_lag
 
 
 async def test_first_load_dequantizes_the_gguf_and_caches_it(
@@ -225,10 +203,10 @@ async def test_the_event_loop_stays_responsive_while_generating(llm: LocalLLM) -
             if chunk.choices and chunk.choices[0].delta.content
         ]
 
-    deltas, max_lag = await _max_loop_lag_during(stream_all())
+    lag = await loop_lag_during(stream_all())
 
-    assert deltas
-    assert max_lag < 0.2
+    assert lag.result
+    assert lag.max_lag_s < 0.2
 
 
 async def test_a_new_process_loads_the_cache_and_answers_the_same(
@@ -243,7 +221,8 @@ async def test_a_new_process_loads_the_cache_and_answers_the_same(
     assert fresh is not llm
     assert fresh.loaded_from is None
 
-    after, max_lag = await _max_loop_lag_during(_greedy_text(SKY))
+    lag = await loop_lag_during(_greedy_text(SKY))
+    after = lag.result
 
     assert fresh.loaded_from == "cache"
     assert fresh.gguf_sha256 == sha256
@@ -251,7 +230,7 @@ async def test_a_new_process_loads_the_cache_and_answers_the_same(
     # Loading from the cache happens on the worker too. On the loop it would stall it
     # for the whole load (about 0.7 s here idle, longer when the machine is busy); on a
     # machine running other heavy jobs, ticks alone were seen late by over 0.2 s.
-    assert max_lag < 0.5
+    assert lag.max_lag_s < 0.5
 
 
 async def test_sync_completion_and_stream(llm: LocalLLM) -> None:
