@@ -1035,8 +1035,8 @@ async def verification_section(
             sessionmaker, signer, full=True, metadata=metadata
         )
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        if not run.result.valid:
-            raise RuntimeError(f"the generated ledger does not verify: {run.result.reason}")
+        if not run.valid:
+            raise RuntimeError(f"the generated ledger does not verify: {run.reason}")
         platform_runs.append(Timed(run.result.checked, wall, cpu))
         checks.append({"valid": run.result.valid, "checked": run.result.checked})
         # The same chain through one connection only (verify_chain without a second

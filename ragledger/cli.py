@@ -185,17 +185,21 @@ def ledger_verify(
 
     run = _with_database(work)
     result = run.result
-    if result.valid:
+    if run.valid:
         typer.echo(
             f"ledger intact: {result.checked} events, head {result.head_position} "
-            f"{result.head_hash.hex()} (from position {run.from_position})"
+            f"{result.head_hash.hex()} (from position {run.from_position}; "
+            f"{run.digests.compared} signed digest(s) match)"
         )
         return
-    typer.echo(
-        f"ledger BROKEN at position {result.first_invalid_position}: {result.reason} "
-        f"({result.checked} events verified before it)",
-        err=True,
-    )
+    if result.first_invalid_position is not None:
+        typer.echo(
+            f"ledger BROKEN at position {result.first_invalid_position}: {result.reason} "
+            f"({result.checked} events verified before it)",
+            err=True,
+        )
+    if run.digest_position is not None:
+        typer.echo(f"ledger REWRITTEN: {run.reason}", err=True)
     raise typer.Exit(code=1)
 
 

@@ -12,7 +12,7 @@ same transaction. A rule does not raise the same subject again within
 ANOMALY_REDETECT_AFTER_S: a burst gives one anomaly per period, and the next one says
 how many findings were held back meanwhile.
 
-The audit events (AuditViewed, AuditExported) and LedgerVerified belong to other
+The audit events (AuditViewed, AuditExported) and the ledger's verifications belong to other
 modules; they are matched by name and read from their payloads, so this reactor works
 whichever of them exist.
 """
@@ -83,6 +83,7 @@ class AnomalyDetectorReactor(Reactor):
             "AuditViewed",
             "AuditExported",
             "LedgerVerified",
+            "LedgerVerificationFailed",
         }
     )
 
@@ -162,14 +163,18 @@ class AnomalyDetectorReactor(Reactor):
                 found.extend(await self._auth_failure(session, recorded))
             case "AuditViewed" | "AuditExported":
                 found.append(await self._audit_read(session, recorded))
-            case "LedgerVerified":
+            case "LedgerVerified" | "LedgerVerificationFailed":
+                # Failures are LedgerVerificationFailed; LedgerVerified with valid=false
+                # is how failures were recorded before that event existed.
                 payload = recorded.payload
+                failed = recorded.event_type == "LedgerVerificationFailed"
                 found.append(
                     rules.ledger_verification_failed(
-                        valid=payload.get("valid"),
+                        valid=False if failed else payload.get("valid"),
                         position=recorded.position,
                         first_invalid_position=payload.get("first_invalid_position"),
                         reason=payload.get("reason"),
+                        digest_position=payload.get("digest_position"),
                     )
                 )
             case _:

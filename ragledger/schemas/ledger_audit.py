@@ -24,8 +24,24 @@ class VerificationPublic(BaseModel):
     full: bool
     from_position: int
     head: HeadPublic
-    first_invalid_position: int | None
+    first_invalid_position: int | None = Field(
+        description="Where the chain itself breaks; None when it reads back consistent"
+    )
     reason: str | None
+    digest_position: int | None = Field(
+        default=None,
+        description=(
+            "The earliest signed digest that disagrees with the ledger: proof that the "
+            "ledger up to it was rewritten after it was signed"
+        ),
+    )
+    last_matching_digest_position: int | None = Field(
+        default=None,
+        description="The newest signed digest below digest_position that still matches",
+    )
+    digests_compared: int = Field(
+        default=0, description="Stored signed digests compared with the ledger"
+    )
 
 
 class DigestPublic(BaseModel):

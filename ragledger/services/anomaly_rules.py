@@ -334,17 +334,35 @@ def injected_document(
     )
 
 
+def _is_position(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def ledger_verification_failed(
-    *, valid: object, position: int, first_invalid_position: object, reason: object
+    *,
+    valid: object,
+    position: int,
+    first_invalid_position: object,
+    reason: object,
+    digest_position: object = None,
 ) -> Finding | None:
-    """Rule (f): a verification of the hash chain failed (only an explicit false counts)."""
+    """Rule (f): a verification of the hash chain failed (only an explicit false counts).
+
+    `digest_position` is a signed digest that disagrees with the ledger (a rewrite);
+    it joins the evidence with the verification itself and the broken position.
+    """
     if valid is not False:
         return None
     evidence = [position]
     where = ""
-    if isinstance(first_invalid_position, int) and not isinstance(first_invalid_position, bool):
+    if _is_position(first_invalid_position):
+        assert isinstance(first_invalid_position, int)
         evidence.append(first_invalid_position)
         where = f" at position {first_invalid_position}"
+    if _is_position(digest_position):
+        assert isinstance(digest_position, int)
+        evidence.append(digest_position)
+        where += f" (signed digest at position {digest_position} disagrees)"
     why = f": {reason}" if isinstance(reason, str) and reason else ""
     return Finding(
         rule=Rule.LEDGER_VERIFICATION_FAILED,

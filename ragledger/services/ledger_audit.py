@@ -15,8 +15,19 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ragledger.events import store
 from ragledger.events.codec import GENESIS_HASH, format_timestamp
 from ragledger.events.envelope import EventMetadata, NewEvent, RecordedEvent
-from ragledger.events.ledger_audit import LEDGER_STREAM, DigestSigned, LedgerVerified
+from ragledger.events.ledger_audit import (
+    LEDGER_STREAM,
+    DigestSigned,
+    LedgerVerificationFailed,
+    LedgerVerified,
+)
 from ragledger.models.ledger import EventRow
+from ragledger.services.digest_checks import (
+    MAX_LISTED_MISMATCHES,
+    DigestCheck,
+    DigestMismatch,
+    check_stored_digests,
+)
 from ragledger.services.errors import BadRequestError
 from ragledger.services.ledger_verification import ChainVerification, verify_chain
 from ragledger.services.signing import DigestSigner, SignedDigest
@@ -31,37 +42,84 @@ EXPORT_BATCH = 2000
 
 @dataclass(frozen=True, slots=True)
 class VerificationRun:
-    """A verification and where it started from."""
+    """A verification: the chain from where it started, and the stored digests against it."""
 
     result: ChainVerification
     from_position: int
     full: bool
+    digests: DigestCheck
+
+    @property
+    def valid(self) -> bool:
+        """Intact: the chain holds and no validly signed digest disagrees with it."""
+        return self.result.valid and self.digests.first_mismatch is None
+
+    @property
+    def first_invalid_position(self) -> int | None:
+        """Where the chain itself breaks (None when it reads back consistent)."""
+        return self.result.first_invalid_position
+
+    @property
+    def digest_position(self) -> int | None:
+        """The earliest validly signed digest that disagrees with the ledger."""
+        mismatch = self.digests.first_mismatch
+        return None if mismatch is None else mismatch.digest.position
+
+    @property
+    def reason(self) -> str | None:
+        """Why the run failed, in words; None when it passed."""
+        reasons = []
+        mismatch = self.digests.first_mismatch
+        if mismatch is not None:
+            reasons.append(describe_mismatch(mismatch, self.digests))
+        if self.result.reason is not None:
+            reasons.append(
+                f"the chain breaks at position {self.result.first_invalid_position}: "
+                f"{self.result.reason}"
+            )
+        return "; ".join(reasons) or None
 
 
-async def last_trusted_digest(session: AsyncSession, signer: DigestSigner) -> SignedDigest | None:
-    """The newest DigestSigned whose signature checks and whose hash the ledger still has."""
-    rows = await session.execute(
-        select(EventRow.payload)
-        .where(EventRow.event_type == "DigestSigned")
-        .order_by(EventRow.position.desc())
-        .limit(50)
+def describe_mismatch(mismatch: DigestMismatch, digests: DigestCheck) -> str:
+    """A signed digest that disagrees with the ledger, in words."""
+    digest = mismatch.digest
+    where = (
+        "that position no longer exists"
+        if mismatch.stored_hash is None
+        else f"the ledger now holds {mismatch.stored_hash} there"
     )
-    for (payload,) in rows:
-        digest = SignedDigest(
-            position=payload["position"],
-            hash=payload["hash"],
-            signed_at=payload["signed_at"],
-            key_id=payload["key_id"],
-            signature=payload["signature"],
+    text = (
+        f"signed digest at position {digest.position} (signed {digest.signed_at}) vouches "
+        f"for hash {digest.hash}, but {where}: the ledger up to that position was "
+        f"rewritten after it was signed"
+    )
+    if digests.last_matching_before_mismatch is not None:
+        text += (
+            f" (the digest at position {digests.last_matching_before_mismatch} still "
+            f"matches, so the change lies after it)"
         )
-        if not signer.check(digest):
-            continue
-        stored = await session.scalar(
-            select(EventRow.hash).where(EventRow.position == digest.position)
-        )
-        if stored is not None and bytes(stored).hex() == digest.hash:
-            return digest
-    return None
+    others = len(digests.mismatches) - 1
+    if others:
+        text += f"; {others} later signed digest(s) disagree too"
+    return text
+
+
+async def _proven_start(session: AsyncSession, digests: DigestCheck) -> tuple[int, bytes] | None:
+    """Where an incremental run may start: just before the newest digest that still matches.
+
+    The run then recomputes the digest's own event from its content, so the signed hash
+    is proven against the event, not only found in the hash column. Only when every
+    stored digest matches: one that disagrees means the ledger was rewritten.
+    """
+    digest = digests.newest_matching
+    if digests.first_mismatch is not None or digest is None or digest.position == 0:
+        return None
+    prev_hash = await session.scalar(
+        select(EventRow.prev_hash).where(EventRow.position == digest.position)
+    )
+    if prev_hash is None:
+        return None
+    return digest.position - 1, bytes(prev_hash)
 
 
 async def run_verification(
@@ -71,40 +129,118 @@ async def run_verification(
     full: bool,
     metadata: EventMetadata,
 ) -> VerificationRun:
-    """Verify from genesis (`full`) or from the last trusted signed digest; record it.
+    """Verify from genesis (`full`) or from the newest signed digest; record the outcome.
 
-    Incremental runs trust everything up to the digest: the digest's signature proves
-    that position's hash was what the server saw then, and the chain after it is
-    recomputed. A full run trusts nothing.
+    Every stored digest whose signature checks is compared with the ledger first, in
+    both modes: one that disagrees fails the run (and it then recomputes from genesis to
+    name the first broken position, if the chain breaks at all). Otherwise an
+    incremental run trusts everything before the newest digest and recomputes from its
+    event on. Appends LedgerVerified, or LedgerVerificationFailed.
     """
     async with sessionmaker() as session, sessionmaker() as second_reader:
-        start, start_hash = 0, GENESIS_HASH
-        if not full:
-            digest = await last_trusted_digest(session, signer)
-            if digest is not None:
-                start, start_hash = digest.position, bytes.fromhex(digest.hash)
+        digests = await check_stored_digests(session, signer)
+        start, start_hash, reported = 0, GENESIS_HASH, 0
+        proven = None if full else await _proven_start(session, digests)
+        if proven is not None:
+            start, start_hash = proven
+            reported = start + 1
         result = await verify_chain(
             session, from_position=start, from_hash=start_hash, second_reader=second_reader
         )
+    run = VerificationRun(result=result, from_position=reported, full=full, digests=digests)
     async with sessionmaker() as session, session.begin():
-        await store.append(
-            session,
-            LEDGER_STREAM,
-            [
-                LedgerVerified(
-                    valid=result.valid,
-                    full=full,
-                    from_position=start,
-                    checked=result.checked,
-                    head_position=result.head_position,
-                    head_hash=result.head_hash.hex(),
-                    first_invalid_position=result.first_invalid_position,
-                    reason=result.reason,
-                )
-            ],
-            metadata=metadata,
+        await store.append(session, LEDGER_STREAM, [_outcome_event(run)], metadata=metadata)
+    if not run.valid:
+        log.error(
+            "ledger.verification_failed",
+            full=full,
+            digest_position=run.digest_position,
+            first_invalid_position=run.first_invalid_position,
         )
-    return VerificationRun(result=result, from_position=start, full=full)
+    return run
+
+
+def _outcome_event(run: VerificationRun) -> LedgerVerified | LedgerVerificationFailed:
+    result = run.result
+    if run.valid:
+        return LedgerVerified(
+            valid=True,
+            full=run.full,
+            from_position=run.from_position,
+            checked=result.checked,
+            head_position=result.head_position,
+            head_hash=result.head_hash.hex(),
+            first_invalid_position=None,
+            reason=None,
+        )
+    mismatch = run.digests.first_mismatch
+    return LedgerVerificationFailed(
+        source="verification",
+        full=run.full,
+        from_position=run.from_position,
+        checked=result.checked,
+        head_position=result.head_position,
+        head_hash=result.head_hash.hex(),
+        first_invalid_position=result.first_invalid_position,
+        reason=run.reason or "",
+        digest_position=None if mismatch is None else mismatch.digest.position,
+        digest_hash=None if mismatch is None else mismatch.digest.hash,
+        digest_signed_at=None if mismatch is None else mismatch.digest.signed_at,
+        stored_hash=None if mismatch is None else mismatch.stored_hash,
+        last_matching_digest_position=run.digests.last_matching_before_mismatch,
+        mismatched_digest_positions=tuple(
+            m.digest.position for m in run.digests.mismatches[:MAX_LISTED_MISMATCHES]
+        ),
+    )
+
+
+async def record_kept_digest_mismatch(
+    session: AsyncSession,
+    digest: SignedDigest,
+    *,
+    stored_hash: str | None,
+    metadata: EventMetadata,
+) -> str:
+    """Record LedgerVerificationFailed for a validly signed digest an auditor brought back.
+
+    Returns the reason in words. Called only when the signature checks and the ledger's
+    hash at the digest's position differs: that is proof of a rewrite.
+    """
+    mismatch = DigestMismatch(digest, stored_hash)
+    check = DigestCheck(
+        compared=1,
+        unverifiable=0,
+        newest_matching=None,
+        mismatches=(mismatch,),
+        last_matching_before_mismatch=None,
+    )
+    reason = describe_mismatch(mismatch, check)
+    head = await store.head(session)
+    await store.append(
+        session,
+        LEDGER_STREAM,
+        [
+            LedgerVerificationFailed(
+                source="kept_digest",
+                full=False,
+                from_position=digest.position,
+                checked=0,
+                head_position=head.position,
+                head_hash=head.hash.hex(),
+                first_invalid_position=None,
+                reason=reason,
+                digest_position=digest.position,
+                digest_hash=digest.hash,
+                digest_signed_at=digest.signed_at,
+                stored_hash=stored_hash,
+                last_matching_digest_position=None,
+                mismatched_digest_positions=(digest.position,),
+            )
+        ],
+        metadata=metadata,
+    )
+    log.error("ledger.kept_digest_disagrees", digest_position=digest.position)
+    return reason
 
 
 async def record_digest(

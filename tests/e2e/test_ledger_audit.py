@@ -69,9 +69,11 @@ async def test_tampering_is_found_at_its_position(db, client, accounts) -> None:
     ).json()
     assert result["valid"] is False
     assert result["first_invalid_position"] == 7
-    [recorded] = await _events(db, "LedgerVerified")
-    assert recorded.payload["valid"] is False
+    assert await _events(db, "LedgerVerified") == []
+    [recorded] = await _events(db, "LedgerVerificationFailed")
+    assert recorded.payload["source"] == "verification"
     assert recorded.payload["first_invalid_position"] == 7
+    assert recorded.payload["digest_position"] is None
 
 
 async def test_kept_digests_prove_the_ledger_unchanged_or_not(db, client, accounts) -> None:

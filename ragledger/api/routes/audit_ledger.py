@@ -46,13 +46,16 @@ async def verify(
     )
     result = run.result
     return VerificationPublic(
-        valid=result.valid,
+        valid=run.valid,
         checked=result.checked,
         full=run.full,
         from_position=run.from_position,
         head=HeadPublic(position=result.head_position, hash=result.head_hash.hex()),
-        first_invalid_position=result.first_invalid_position,
-        reason=result.reason,
+        first_invalid_position=run.first_invalid_position,
+        reason=run.reason,
+        digest_position=run.digest_position,
+        last_matching_digest_position=run.digests.last_matching_before_mismatch,
+        digests_compared=run.digests.compared,
     )
 
 
@@ -96,9 +99,9 @@ async def public_key(request: Request, _auditor: AuditorUser) -> PublicKeyPublic
     "/digests/verify", response_model=DigestCheckPublic, responses=error_responses(*BODY_ERRORS)
 )
 async def check_digest(
-    request: Request, body: DigestPublic, session: SessionDep, _auditor: AuditorUser
+    request: Request, body: DigestPublic, session: SessionDep, auditor: AuditorUser
 ) -> DigestCheckPublic:
-    """Check a digest you kept against today's ledger (auditor, admin)."""
+    """Check a digest you kept against today's ledger; a mismatch is recorded (auditor, admin)."""
     digest = SignedDigest(**body.model_dump())
     signature_valid = _signer(request).check(digest)
     stored = await session.scalar(select(EventRow.hash).where(EventRow.position == digest.position))
@@ -106,7 +109,13 @@ async def check_digest(
     if not signature_valid:
         detail = "the signature is not valid for this server's key"
     elif not matches:
-        detail = f"the ledger's hash at position {digest.position} differs from the digest"
+        # Signed by us and contradicted by the ledger: proof of a rewrite, recorded as such.
+        detail = await ledger_audit.record_kept_digest_mismatch(
+            session,
+            digest,
+            stored_hash=None if stored is None else bytes(stored).hex(),
+            metadata=event_metadata(request, auditor),
+        )
     else:
         detail = (
             f"the ledger up to position {digest.position} is unchanged since {digest.signed_at}"
