@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ragledger.core.secret_files import read_or_create_secret
+
 
 class Settings(BaseSettings):
     """Every tunable of the platform; env var names are the field names in upper case."""
@@ -65,9 +67,27 @@ class Settings(BaseSettings):
     )
     signing_key: SecretStr | None = Field(
         default=None,
-        description="Ed25519 private key (PEM) for signed digests. Unset: generated once "
-        "into data_dir/signing_key.pem.",
+        description="Ed25519 private key (PEM) for signed digests. Unset (and no "
+        "SIGNING_KEY_FILE): generated once into data_dir/signing_key.pem.",
     )
+    signing_key_file: Path | None = Field(
+        default=None,
+        description=(
+            "File holding the Ed25519 private key (PEM), e.g. a mounted secret kept away "
+            "from the data dir and the database. It must exist; it is never generated."
+        ),
+    )
+    # Copies of every signed digest kept where the database's owner cannot rewrite them:
+    # a digest proves a rewrite only while a copy survives outside the database.
+    digest_publish_dir: Path | None = Field(
+        default=None,
+        description="Directory each signed digest is written to as a JSON file.",
+    )
+    digest_publish_url: str | None = Field(
+        default=None,
+        description="HTTP(S) endpoint each signed digest is POSTed to as JSON.",
+    )
+    digest_publish_timeout_s: float = Field(default=10.0, gt=0)
     # One signed digest a day gives auditors a fixed point to compare against; the
     # scheduler checks hourly and signs when the last digest is older than this.
     digest_interval_s: int = Field(default=86_400, ge=60)
@@ -301,6 +321,20 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _check_signing_key(self) -> Settings:
+        if self.signing_key is not None and not self.signing_key.get_secret_value().strip():
+            raise ValueError(
+                "SIGNING_KEY is empty: set it to an Ed25519 private key (PEM), or unset it"
+            )
+        if self.signing_key is not None and self.signing_key_file is not None:
+            raise ValueError("set SIGNING_KEY or SIGNING_KEY_FILE, not both")
+        if self.digest_publish_url is not None and not self.digest_publish_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ValueError("DIGEST_PUBLISH_URL must be an http:// or https:// URL")
+        return self
+
+    @model_validator(mode="after")
     def _check_chunk_sizes(self) -> Settings:
         if self.chunk_overlap_tokens >= self.chunk_max_tokens:
             raise ValueError("CHUNK_OVERLAP_TOKENS must be smaller than CHUNK_MAX_TOKENS")
@@ -322,19 +356,10 @@ class Settings(BaseSettings):
         """The configured secret key, or the one generated once and kept in the data dir."""
         if self.secret_key is not None:
             return self.secret_key.get_secret_value()
-        path = self.data_dir / "secret_key"
-        if path.exists():
-            return path.read_text().strip()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_urlsafe(48)
-        # O_EXCL: when two processes race, the first write wins and both read it back.
-        try:
-            with path.open("x") as handle:
-                handle.write(key)
-            path.chmod(0o600)
-        except FileExistsError:
-            pass
-        return path.read_text().strip()
+        generated = read_or_create_secret(
+            self.data_dir / "secret_key", lambda: secrets.token_urlsafe(48).encode("ascii")
+        )
+        return generated.decode("utf-8").strip()
 
 
 @lru_cache(maxsize=1)

@@ -2,9 +2,9 @@
 
 The signed message is the ASCII text
 ``ragledger-digest/v1\\n<position>\\n<hash hex>\\n<signed_at>`` so that anyone can rebuild
-it without our code. The key is generated once into the data dir (or given as
-SIGNING_KEY, a PEM private key); `key_id` is the first 16 hex digits of the sha256 of
-the raw 32-byte public key.
+it without our code. The key is SIGNING_KEY (a PEM private key), or read from
+SIGNING_KEY_FILE, or else generated once into the data dir; `key_id` is the first 16
+hex digits of the sha256 of the raw 32-byte public key.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from ragledger.core.secret_files import SecretFileError, read_or_create_secret, read_secret_file
 from ragledger.events.codec import format_timestamp
 
 if TYPE_CHECKING:
@@ -72,6 +73,14 @@ def load_public_key(text: str) -> Ed25519PublicKey:
     return key
 
 
+def _new_private_key_pem() -> bytes:
+    return Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
 class DigestSigner:
     """Signs digests with the server's Ed25519 key; checks them with it or a retired key.
 
@@ -96,34 +105,46 @@ class DigestSigner:
             settings.data_dir,
             settings.signing_key.get_secret_value() if settings.signing_key else None,
             retired=[load_public_key(text) for text in settings.signing_retired_public_keys],
+            key_file=settings.signing_key_file,
         )
 
     @classmethod
     def load(
-        cls, data_dir: Path, pem: str | None = None, retired: Sequence[Ed25519PublicKey] = ()
+        cls,
+        data_dir: Path,
+        pem: str | None = None,
+        retired: Sequence[Ed25519PublicKey] = (),
+        *,
+        key_file: Path | None = None,
     ) -> DigestSigner:
-        """The configured key, or the one generated once under data_dir/signing_key.pem."""
-        if pem:
-            key = serialization.load_pem_private_key(pem.encode(), password=None)
+        """The key given as PEM, else read from `key_file`, else generated once in data_dir.
+
+        An empty key, given or read, is refused; `key_file` must exist (it is the
+        operator's secret, never generated here).
+        """
+        if pem is not None:
+            if not pem.strip():
+                raise SecretFileError("the signing key is empty")
+            data = pem.encode()
+            source = "SIGNING_KEY"
+        elif key_file is not None:
+            if not key_file.is_file():
+                raise SecretFileError(
+                    f"SIGNING_KEY_FILE {key_file} does not exist (create one with "
+                    f"`openssl genpkey -algorithm ed25519 -out {key_file}`)"
+                )
+            data = read_secret_file(key_file)
+            source = str(key_file)
         else:
             path = data_dir / "signing_key.pem"
-            if not path.exists():
-                data_dir.mkdir(parents=True, exist_ok=True)
-                fresh = Ed25519PrivateKey.generate().private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                )
-                # O_EXCL: when two processes race, the first key wins and both use it.
-                try:
-                    with path.open("xb") as handle:
-                        handle.write(fresh)
-                    path.chmod(0o600)
-                except FileExistsError:
-                    pass
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            data = read_or_create_secret(path, _new_private_key_pem)
+            source = str(path)
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"the signing key from {source} is not a PEM private key") from exc
         if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError("the signing key must be an Ed25519 private key")
+            raise ValueError(f"the signing key from {source} must be an Ed25519 private key")
         return cls(key, retired)
 
     def public_key_b64(self) -> str:
@@ -131,6 +152,14 @@ class DigestSigner:
         raw = self.public_key.public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
+        return base64.b64encode(raw).decode("ascii")
+
+    def public_key_b64_of(self, key_id: str) -> str | None:
+        """The raw public key (base64) of this key or a retired one; None if unknown."""
+        public = self.public_key if key_id == self.key_id else self.retired.get(key_id)
+        if public is None:
+            return None
+        raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         return base64.b64encode(raw).decode("ascii")
 
     def public_key_pem(self) -> str:
