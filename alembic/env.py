@@ -22,7 +22,7 @@ async def run_async() -> None:
     from ragledger.core.embedded_postgres import start_embedded_postgres
 
     settings = get_settings()
-    url = settings.database_url or start_embedded_postgres(settings.data_dir)
+    url = settings.database_url or start_embedded_postgres(settings.data_dir).owner_url
     engine = create_engine(url)
     async with engine.connect() as connection:
         await connection.run_sync(run_with_connection)

@@ -9,7 +9,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ragledger.core.database import create_app_engine, create_engine, create_sessionmaker
-from ragledger.core.embedded_postgres import start_embedded_postgres
+from ragledger.core.embedded_postgres import EmbeddedDatabase, start_embedded_postgres
 from ragledger.core.migrations import ensure_schema_current, upgrade_to_head
 from ragledger.core.settings import Settings
 
@@ -18,7 +18,10 @@ log = structlog.get_logger(__name__)
 
 @dataclass(slots=True)
 class Database:
-    """The app's engine (restricted role) and the owner's engine (migrations, admin)."""
+    """The app's engine (restricted role) and the owner's engine (migrations, admin).
+
+    `url` is the app's login (in embedded mode not the owner's, whose engine is apart).
+    """
 
     url: str
     engine: AsyncEngine
@@ -31,17 +34,24 @@ class Database:
         await self.owner_engine.dispose()
 
 
-async def resolve_database_url(settings: Settings) -> str:
-    """DATABASE_URL, or the embedded server's URL after starting it."""
+async def resolve_database_urls(settings: Settings) -> EmbeddedDatabase:
+    """The owner's and the app's URLs: both DATABASE_URL, or the embedded server's logins.
+
+    With DATABASE_URL the operator chose the login (ops/initdb: the restricted
+    `ragledger_api` for the app, `ragledger db upgrade` run as the owner). The embedded
+    server gets the same split: the schema owner migrates, the app logs in as a
+    non-superuser that holds only ragledger_app's rights, even after RESET ROLE.
+    """
     if settings.database_url:
-        return settings.database_url
+        return EmbeddedDatabase(owner_url=settings.database_url, app_url=settings.database_url)
     return await asyncio.to_thread(start_embedded_postgres, settings.data_dir)
 
 
 async def open_database(settings: Settings, *, migrate: bool | None = None) -> Database:
     """Connect, migrate (or refuse a schema that is behind), and return both engines."""
-    url = await resolve_database_url(settings)
-    owner = create_engine(url, pool_size=2, max_overflow=2)
+    urls = await resolve_database_urls(settings)
+    url = urls.app_url
+    owner = create_engine(urls.owner_url, pool_size=2, max_overflow=2)
     try:
         if settings.should_auto_migrate if migrate is None else migrate:
             await upgrade_to_head(owner)
