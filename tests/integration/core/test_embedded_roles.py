@@ -6,8 +6,11 @@ Each test starts its own embedded PostgreSQL in a temporary data dir, the way
 
 from __future__ import annotations
 
+import shutil
 import stat
+import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -25,6 +28,19 @@ from ragledger.core.settings import Settings
 from ragledger.events import store
 from ragledger.events.envelope import NewEvent
 from ragledger.services.ledger_verification import verify_chain
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """A directory outside pytest's per-user one, as conftest's server uses.
+
+    When the tests run as root the wheel runs PostgreSQL as its own user, which must
+    traverse the path; another pytest session starting meanwhile puts its per-user
+    directory (/tmp/pytest-of-root) back to 0700 and locks that user out.
+    """
+    path = Path(tempfile.mkdtemp(prefix="ragledger-embedded-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _embedded(data_dir: Path) -> Settings:
