@@ -18,6 +18,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ragledger.events.codec import GENESIS_HASH
 from ragledger.models.ledger import EventRow
 from ragledger.services.signing import DigestSigner, SignedDigest
 
@@ -121,6 +122,8 @@ async def check_stored_digests(session: AsyncSession, signer: DigestSigner) -> D
         # or not signed by us at all: neither proves nor disproves anything.
         log.warning("ledger.digests_unverifiable", count=unverifiable)
     stored = await stored_hashes(session, sorted({d.position for d in signed}))
+    # A digest of the empty ledger (position 0) vouches for the genesis hash.
+    stored[0] = GENESIS_HASH
     return compare_digests(signed, stored, unverifiable=unverifiable)
 
 
