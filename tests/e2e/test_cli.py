@@ -116,9 +116,8 @@ async def test_quick_start_serves_on_the_embedded_database(tmp_path: Path) -> No
                 except httpx.TransportError:
                     await asyncio.sleep(0.3)
         assert body is not None, proc.stdout.read() if proc.poll() is not None else "no answer"
-        assert body["status"] == "ok"
-        assert body["ledger_head"] == 0
-        assert "streams" in body["subscribers"]
+        # Anonymous: the status only (the ledger head and subscribers are for auditors).
+        assert body == {"status": "ok"}
         assert (data_dir / "postgres" / "PG_VERSION").exists()
     finally:
         proc.send_signal(signal.SIGTERM)
