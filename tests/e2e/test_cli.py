@@ -157,6 +157,29 @@ async def test_ingest_a_folder_waits_for_indexing_and_reports_each_file(
     ]
 
 
+async def test_ingest_public_marks_the_files_public_and_access_is_written_at_once(
+    db, database_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "menu.md").write_text("# Menu\n\nSoup on Mondays.\n")
+    (tmp_path / "board.md").write_text("# Board\n\nMerger notes.\n")
+    env = _env(DATABASE_URL=database_url, RAGLEDGER_DATA_DIR=str(tmp_path / "data"))
+    public = await _run("ingest", "menu.md", "--public", "--no-wait", env=env, cwd=tmp_path)
+    closed = await _run("ingest", "board.md", "--no-wait", env=env, cwd=tmp_path)
+    assert (public.returncode, closed.returncode) == (0, 0), public.stderr + closed.stderr
+    async with db.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT v.filename, a.public, a.access_groups FROM document_access AS a "
+                    "JOIN events AS e ON e.payload->>'document_id' = a.document_id::text "
+                    "AND e.event_type = 'DocumentUploaded' "
+                    "JOIN LATERAL (SELECT e.payload->>'filename' AS filename) AS v ON true"
+                )
+            )
+        ).all()
+    assert sorted(tuple(r) for r in rows) == [("board.md", False, []), ("menu.md", True, [])]
+
+
 async def test_ask_streams_the_answer_then_the_citations(
     db, settings, database_url: str, tmp_path: Path, fake_openai
 ) -> None:
