@@ -80,7 +80,6 @@ async def test_access_changes_and_retractions_hold_before_any_projection_runs(
         f"/api/v1/documents/{leave}", headers=admin.headers, json={"access_groups": ["sales"]}
     )
     assert moved.status_code == 200
-    assert moved.json() == {"document_id": leave, "access_groups": ["sales"], "public": False}
     retracted = await http.delete(f"/api/v1/documents/{menu}", headers=admin.headers)
     assert retracted.status_code == 204
 
@@ -92,6 +91,7 @@ async def test_access_changes_and_retractions_hold_before_any_projection_runs(
     # A grant holds at once too, and a retraction hides the document from admins as well.
     assert leave in await _search(http, sales, "annual leave days")
     assert menu not in await _search(http, admin, "lentil soup canteen")
+    assert moved.json() == {"document_id": leave, "access_groups": ["sales"], "public": False}
 
     # When the projections catch up, they agree with what the commands wrote.
     await drain(db, llm_settings)
@@ -150,7 +150,7 @@ async def test_an_old_answer_withholds_text_the_reader_may_no_longer_read(
     answer_id = events[0][1]["question_id"]
     before = (await http.get(f"/api/v1/answers/{answer_id}", headers=hr.headers)).json()
     assert any("thirty days" in (c["text"] or "") for c in before["context"])
-    assert {c["withheld"] for c in before["context"]} == {None}
+    assert {c.get("withheld") for c in before["context"]} == {None}
     assert before["answer"] == ANSWER
 
     if withdrawal == "moved":
