@@ -313,7 +313,7 @@ def policy_document(index: int, run_tag: str) -> tuple[str, bytes, list[str]]:
 
     The text depends only on `index` but for a reference line naming `run_tag`, which
     keeps blobs distinct between runs. A fifth of the documents are readable by
-    everyone (no groups), the rest by one or two groups.
+    everyone (no groups, uploaded public), the rest by one or two groups.
     """
     rng = random.Random(10_000 + index)
     topic = _TOPICS[index % len(_TOPICS)]
@@ -1222,6 +1222,9 @@ async def upload_corpus(
         form.add_field("file", content, filename=filename, content_type="text/markdown")
         for group in groups:
             form.add_field("access_groups", group)
+        if not groups:
+            # Readable by everyone: since access fails closed, that must be said.
+            form.add_field("public", "true")
         async with semaphore:
             started = time.monotonic()
             async with session.post(

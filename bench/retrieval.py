@@ -200,8 +200,9 @@ def make_dataset(n: int, kind: str = "uniform") -> Dataset:
     words = rng.integers(0, len(VOCABULARY), size=(n, WORDS_PER_CHUNK))
     texts = [" ".join(VOCABULARY[w] for w in row) for row in words]
     chunk_ids = [_uuid(rng) for _ in range(n)]
-    documents = [_uuid(rng) for _ in range((n + CHUNKS_PER_DOCUMENT - 1) // CHUNKS_PER_DOCUMENT)]
-    document_ids = [documents[i // CHUNKS_PER_DOCUMENT] for i in range(n)]
+    # Access is decided per document (document_access) and each row here has groups of
+    # its own, so each row is its own document: the filter's selectivity stays per row.
+    document_ids = [_uuid(rng) for _ in range(n)]
     small = np.arange(n) % SMALL_EVERY == 0
     return Dataset(vectors, chunk_ids, document_ids, texts, small)
 
@@ -351,6 +352,14 @@ async def load_rows(dsn: str, dataset: Dataset, start: int, stop: int) -> dict[s
         prepare_s = time.perf_counter() - began
         began = time.perf_counter()
         await conn.copy_records_to_table("chunks", records=records, columns=list(COPY_COLUMNS))
+        await conn.copy_records_to_table(
+            "document_access",
+            records=[
+                (dataset.document_ids[i], dataset.groups(i), False, False, 0)
+                for i in range(start, stop)
+            ],
+            columns=["document_id", "access_groups", "public", "retracted", "position"],
+        )
         copy_s = time.perf_counter() - began
         del records
 
@@ -373,6 +382,7 @@ async def load_rows(dsn: str, dataset: Dataset, start: int, stop: int) -> dict[s
 
         began = time.perf_counter()
         await conn.execute("VACUUM (ANALYZE) chunks")
+        await conn.execute("VACUUM (ANALYZE) document_access")
         vacuum_s = time.perf_counter() - began
         sizes = await conn.fetchrow(
             "SELECT count(*) AS rows, pg_total_relation_size('chunks') AS total, "

@@ -349,8 +349,12 @@ def users_set_role(
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders (walked recursively).")],
     group: Annotated[
-        list[str] | None, typer.Option(help="Access group; repeat. None: everyone.")
+        list[str] | None,
+        typer.Option(help="Access group; repeat. None and not --public: admins and auditors."),
     ] = None,
+    public: Annotated[
+        bool, typer.Option("--public", help="Every signed-in user may read the files.")
+    ] = False,
     wait: Annotated[bool, typer.Option(help="Wait until every file is indexed or failed.")] = True,
 ) -> None:
     """Upload files through the same service as the API and wait for them to be indexed."""
@@ -363,7 +367,13 @@ def ingest(
 
     async def work(database: Database) -> int:
         return await ingest_files(
-            database, settings, files, groups=group or [], wait=wait, metadata=_cli_metadata()
+            database,
+            settings,
+            files,
+            groups=group or [],
+            wait=wait,
+            public=public,
+            metadata=_cli_metadata(),
         )
 
     raise typer.Exit(code=_with_database(work))

@@ -33,13 +33,23 @@ _ALWAYS: tuple[tuple[bytes, bytes], ...] = (
 )
 _CSP = b"content-security-policy"
 _HSTS = b"strict-transport-security"
+_CACHE_CONTROL = b"cache-control"
+NO_STORE = b"no-store"
+# Every API response is data for one caller (an error names the caller's problem, a
+# public one may follow a signed-in one on a shared cache key); other paths are
+# covered whenever the request carries credentials.
+API_PREFIX = "/api/"
+_CREDENTIALS = (b"authorization", b"cookie")
 
 
 class SecurityHeadersMiddleware:
     """Add nosniff, anti-framing, referrer, opener, CSP and (over https) HSTS headers.
 
-    A header the route already set is left as it is. HSTS is sent only when the request
-    came over https, directly or per X-Forwarded-Proto from a trusted proxy.
+    A header the route already set is left as it is, except Cache-Control: every API
+    response and every response to a request with credentials (Authorization or a
+    cookie) gets `no-store`, replacing a weaker value, so that neither a browser nor a
+    proxy keeps one user's data on disk or serves it to the next. HSTS is sent only when
+    the request came over https, directly or per X-Forwarded-Proto from a trusted proxy.
     """
 
     def __init__(
@@ -58,8 +68,12 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        is_docs_path = _app_path(scope) in self.docs_paths
+        app_path = _app_path(scope)
+        is_docs_path = app_path in self.docs_paths
         https = self.trusted_proxies.scheme(scope) == "https"
+        private = app_path.startswith(API_PREFIX) or any(
+            name.lower() in _CREDENTIALS for name, _ in scope.get("headers", ())
+        )
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -72,10 +86,20 @@ class SecurityHeadersMiddleware:
                     headers.append((_CSP, _csp_for(headers, is_docs_path=is_docs_path).encode()))
                 if https and _HSTS not in present:
                     headers.append((_HSTS, HSTS_VALUE.encode()))
+                if private:
+                    headers = _no_store(headers)
                 message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def _no_store(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    kept = [(n, v) for n, v in headers if n.lower() != _CACHE_CONTROL]
+    current = [v for n, v in headers if n.lower() == _CACHE_CONTROL]
+    if any(NO_STORE in v.lower() for v in current):
+        return headers
+    return [*kept, (_CACHE_CONTROL, NO_STORE)]
 
 
 def docs_paths_of(app: FastAPI) -> tuple[str, ...]:

@@ -8,9 +8,10 @@ the ledger without extracting or embedding anything again.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
-from ragledger.events.registry import event_type
+from ragledger.events.registry import event_type, registry
 
 
 def document_stream(document_id: UUID) -> str:
@@ -18,10 +19,15 @@ def document_stream(document_id: UUID) -> str:
     return f"document-{document_id}"
 
 
-@event_type
+@event_type(version=2)
 @dataclass(frozen=True, slots=True)
 class DocumentUploaded:
-    """A user uploaded a new version of a document (the bytes are in the blob table)."""
+    """A user uploaded a new version of a document (the bytes are in the blob table).
+
+    Readers: admins and auditors always; others when `public` or in `access_groups`.
+    No groups and not public: admins and auditors only (fail closed). Schema v1 had no
+    `public`: there, no groups meant everyone, and the upcaster keeps that meaning.
+    """
 
     document_id: UUID
     version: int
@@ -33,6 +39,7 @@ class DocumentUploaded:
     content_type: str
     access_groups: tuple[str, ...]
     uploaded_by: UUID | None
+    public: bool = False
 
 
 @event_type
@@ -119,12 +126,34 @@ class DocumentRetracted:
     retracted_by: UUID | None
 
 
-@event_type
+@event_type(version=2)
 @dataclass(frozen=True, slots=True)
 class DocumentAccessChanged:
-    """The groups that may read a document changed (empty: everyone)."""
+    """Who may read a document changed: its groups, or whether it is public.
+
+    Schema v1 had no public flags: there, empty groups meant everyone (upcast so).
+    """
 
     document_id: UUID
     old_groups: tuple[str, ...]
     new_groups: tuple[str, ...]
     changed_by: UUID | None
+    old_public: bool = False
+    new_public: bool = False
+
+
+# Schema v1 of both events said "no groups: every employee may read it". The ledger is
+# never rewritten, so old events are lifted on read with the public flag that meaning
+# implies: a replay of an old ledger gives every document the readers it had then.
+@registry.upcaster("DocumentUploaded", 1)
+def _uploaded_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    return {**payload, "public": not payload["access_groups"]}
+
+
+@registry.upcaster("DocumentAccessChanged", 1)
+def _access_changed_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **payload,
+        "old_public": not payload["old_groups"],
+        "new_public": not payload["new_groups"],
+    }

@@ -29,6 +29,7 @@ class DocumentRow(Base):
     status: Mapped[str] = mapped_column(Text)
     failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     access_groups: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    public: Mapped[bool] = mapped_column(Boolean, default=False)
     chunk_count: Mapped[int] = mapped_column(Integer)
     retracted: Mapped[bool] = mapped_column(Boolean)
     uploaded_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), nullable=True)
@@ -96,3 +97,21 @@ class ChunkSourceRow(Base):
     title: Mapped[str] = mapped_column(Text)
     access_groups: Mapped[list[str]] = mapped_column(ARRAY(Text))
     retracted: Mapped[bool] = mapped_column(Boolean)
+
+
+class DocumentAccessRow(Base):
+    """Who may read a document now: written by the commands in their own transaction.
+
+    Every read that decides what a reader sees checks this table, so an access change
+    or a retraction holds from the moment its command returns, whatever the
+    projections' lag. The `chunks` projection writes it too, only ever forward
+    (`position` is the ledger position of the event that set the row).
+    """
+
+    __tablename__ = "document_access"
+
+    document_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    access_groups: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    public: Mapped[bool] = mapped_column(Boolean)
+    retracted: Mapped[bool] = mapped_column(Boolean)
+    position: Mapped[int] = mapped_column(BigInteger)

@@ -28,6 +28,7 @@ from ragledger.events.envelope import RecordedEvent
 from ragledger.events.registry import registry
 from ragledger.models.documents import ChunkRow, ChunkSourceRow
 from ragledger.projections.subscriber import Projection
+from ragledger.services.document_access import record_access
 
 _SET_EMBEDDINGS = text(
     """
@@ -58,6 +59,14 @@ class ChunksProjection(Projection):
         """Apply one document event."""
         match registry.decode(recorded):
             case DocumentUploaded() as e:
+                await record_access(
+                    session,
+                    document_id=e.document_id,
+                    position=recorded.position,
+                    access_groups=e.access_groups,
+                    public=e.public,
+                    retracted=False,
+                )
                 statement = insert(ChunkSourceRow).values(
                     document_id=e.document_id,
                     current_version=e.version,
@@ -132,6 +141,9 @@ class ChunksProjection(Projection):
                     )
                 )
             case DocumentRetracted() as e:
+                await record_access(
+                    session, document_id=e.document_id, position=recorded.position, retracted=True
+                )
                 await self._source(session, e.document_id, retracted=True)
                 await session.execute(
                     update(ChunkRow)
@@ -139,6 +151,13 @@ class ChunksProjection(Projection):
                     .values(searchable=False)
                 )
             case DocumentAccessChanged() as e:
+                await record_access(
+                    session,
+                    document_id=e.document_id,
+                    position=recorded.position,
+                    access_groups=e.new_groups,
+                    public=e.new_public,
+                )
                 await self._source(session, e.document_id, access_groups=list(e.new_groups))
                 await session.execute(
                     update(ChunkRow)
@@ -156,7 +175,7 @@ class ChunksProjection(Projection):
         )
 
     async def reset(self, session: AsyncSession) -> None:
-        """Empty the searchable table."""
+        """Empty the searchable table (not `document_access`: the commands own it)."""
         await session.execute(delete(ChunkRow))
         await session.execute(delete(ChunkSourceRow))
 

@@ -70,6 +70,7 @@ class DocumentsProjection(Projection):
                             indexed_version=None,
                             status="pending",
                             access_groups=list(e.access_groups),
+                            public=e.public,
                             chunk_count=0,
                             retracted=False,
                             uploaded_by=e.uploaded_by,
@@ -84,6 +85,7 @@ class DocumentsProjection(Projection):
                     document.content_type = e.content_type
                     document.current_version = e.version
                     document.access_groups = list(e.access_groups)
+                    document.public = e.public
                     if not document.retracted:
                         document.status = "pending"
                         document.failure_reason = None
@@ -141,6 +143,7 @@ class DocumentsProjection(Projection):
                     .where(DocumentRow.document_id == e.document_id)
                     .values(
                         access_groups=list(e.new_groups),
+                        public=e.new_public,
                         updated_at=at,
                         last_position=recorded.position,
                     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ragledger.schemas.users import GroupName
 
@@ -34,7 +34,11 @@ class DocumentPublic(BaseModel):
     current_version: int
     indexed_version: int | None
     chunk_count: int
-    access_groups: list[str] = Field(description="Empty: everyone may read it.")
+    access_groups: list[str] = Field(description="Groups whose members may read it.")
+    public: bool = Field(
+        description="Every signed-in user may read it. Not public and no groups: "
+        "admins and auditors only."
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -66,15 +70,25 @@ class DocumentDetail(DocumentPublic):
 
 
 class DocumentAccessUpdate(BaseModel):
-    """New access groups for a document (empty: everyone)."""
+    """New readers for a document: its groups, whether it is public, or both."""
 
     model_config = ConfigDict(extra="forbid")
 
-    access_groups: list[GroupName] = Field(max_length=100)
+    access_groups: list[GroupName] | None = Field(
+        default=None, max_length=100, description="Omit to keep; empty: no group"
+    )
+    public: bool | None = Field(default=None, description="Omit to keep")
+
+    @model_validator(mode="after")
+    def _something_changes(self) -> DocumentAccessUpdate:
+        if self.access_groups is None and self.public is None:
+            raise ValueError("give access_groups, public, or both")
+        return self
 
 
 class DocumentAccessPublic(BaseModel):
-    """The document's groups after a change."""
+    """The document's readers after a change."""
 
     document_id: uuid.UUID
     access_groups: list[str]
+    public: bool

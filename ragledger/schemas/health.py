@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class SubscriberHealth(BaseModel):
@@ -16,8 +16,13 @@ class SubscriberHealth(BaseModel):
 
 
 class HealthPublic(BaseModel):
-    """Liveness and the ledger's progress."""
+    """Liveness, for anyone: `ok`, or `degraded` when a subscriber is failing."""
 
-    status: str
+    status: str = Field(description="ok or degraded")
+
+
+class HealthDetail(HealthPublic):
+    """Liveness and the ledger's progress, for signed-in admins and auditors."""
+
     ledger_head: int
     subscribers: dict[str, SubscriberHealth]

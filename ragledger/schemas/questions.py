@@ -65,9 +65,9 @@ class ContextPublic(BaseModel):
     chunk_id: uuid.UUID
     document_id: uuid.UUID
     version: int
-    title: str
+    title: str | None = Field(description="None when withheld")
     heading_path: list[str]
-    text: str | None
+    text: str | None = Field(description="None when withheld or not found in the ledger")
     text_sha256: str
     text_verified: bool
     vector_rank: int | None
@@ -75,6 +75,11 @@ class ContextPublic(BaseModel):
     similarity: str | None
     fused_score: str
     chunked_at_position: int | None
+    withheld: str | None = Field(
+        default=None,
+        description="Why title, headings and text are not shown to you now: "
+        "`access_revoked` (you may no longer read the document) or `retracted`",
+    )
 
 
 class LedgerRef(BaseModel):
@@ -97,14 +102,21 @@ class AnswerPublic(BaseModel):
     asked_at: datetime
     status: str = Field(description="pending, answered, no_context or failed")
     answer: str | None
+    answer_withheld: str | None = Field(
+        default=None,
+        description="Why the answer is not shown to you now: a document in its context "
+        "is no longer readable by you (`access_revoked`, `retracted`)",
+    )
     failure_reason: str | None
     model: str | None
     usage: dict[str, int]
-    timings_ms: dict[str, int]
+    timings_ms: dict[str, int] = Field(
+        description="Admins and auditors: every timing; others: the model's (ttft_ms, llm_ms)"
+    )
     citations: list[int]
     prompt_sha256: str | None
     prompt_verified: bool | None
-    removed_by_access_filter: int | None
+    removed_by_access_filter: int | None = Field(description="Admins and auditors only")
     retrieval_settings: dict[str, str]
     context: list[ContextPublic]
     feedback: list[dict[str, object]]

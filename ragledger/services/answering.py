@@ -35,6 +35,7 @@ from ragledger.events.questions import (
     question_stream,
 )
 from ragledger.models.documents import DocumentRow
+from ragledger.services.disclosure import visible_timings
 from ragledger.services.documents import Reader, readable_documents
 from ragledger.services.embedding import Embedder
 from ragledger.services.errors import InvalidInputError, PermissionDeniedError
@@ -556,7 +557,11 @@ async def _finish(
             {
                 "answer_id": str(request.question_id),
                 "usage": usage,
-                "timings_ms": dict(progress.timings),
+                # Embedding and search times would tell an employee about other users'
+                # questions (the cache) and about documents they cannot read.
+                "timings_ms": visible_timings(
+                    progress.timings, sees_everything=request.reader.sees_everything
+                ),
                 "citations": list(citations),
             },
         )

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Select, false, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ragledger.events import store
@@ -24,8 +24,9 @@ from ragledger.events.documents import (
 )
 from ragledger.events.envelope import EventMetadata
 from ragledger.events.registry import registry
-from ragledger.models.documents import DocumentRow, DocumentVersionRow
+from ragledger.models.documents import DocumentAccessRow, DocumentRow, DocumentVersionRow
 from ragledger.models.users import Role
+from ragledger.services.document_access import record_access
 from ragledger.services.errors import ConflictError, InvalidInputError, NotFoundError
 from ragledger.services.extraction import ExtractionError, sniff_content_type
 from ragledger.services.filenames import sanitize_filename
@@ -94,11 +95,14 @@ async def upload(
     actor_id: uuid.UUID | None,
     metadata: EventMetadata,
     document_id: uuid.UUID | None = None,
+    public: bool | None = None,
 ) -> UploadAccepted:
     """Store the bytes and append DocumentUploaded (a new document, or a new version).
 
     Size and type are checked first (413, 415); the type is sniffed from the content.
-    For a new version, `access_groups` None keeps the document's groups.
+    A new document without groups is readable by admins and auditors only, unless
+    `public`. For a new version, `access_groups` and `public` None keep the document's.
+    The document's access row is written in the same transaction as the event.
     """
     if len(content) > max_bytes:
         raise PayloadTooLargeError(f"the file is larger than the limit of {max_bytes} bytes")
@@ -116,6 +120,7 @@ async def upload(
         document_id = uuid.uuid4()
         expected, version = store.NO_STREAM, 1
         groups = normalize_groups(access_groups or [])
+        is_public = bool(public)
         clean_title = _clean_title(title, safe_name)
     else:
         history = await store.read_stream(session, document_stream(document_id))
@@ -128,8 +133,9 @@ async def upload(
         groups = (
             normalize_groups(access_groups) if access_groups is not None else state.access_groups
         )
+        is_public = state.public if public is None else public
         clean_title = _clean_title(title, safe_name) if title else state.title
-    await store.append(
+    [recorded] = await store.append(
         session,
         document_stream(document_id),
         [
@@ -144,10 +150,19 @@ async def upload(
                 content_type=content_type,
                 access_groups=groups,
                 uploaded_by=actor_id,
+                public=is_public,
             )
         ],
         expected_version=expected,
         metadata=metadata,
+    )
+    await record_access(
+        session,
+        document_id=document_id,
+        position=recorded.position,
+        access_groups=groups,
+        public=is_public,
+        retracted=False,
     )
     return UploadAccepted(document_id, version, "pending", blob_sha256, content_type)
 
@@ -157,6 +172,7 @@ class _DocumentState:
     version: int = 0
     title: str = ""
     access_groups: tuple[str, ...] = ()
+    public: bool = False
     retracted: bool = False
 
 
@@ -169,8 +185,10 @@ def _fold(history: Sequence[object]) -> _DocumentState:
                 state.version = event.version
                 state.title = event.title
                 state.access_groups = event.access_groups
+                state.public = event.public
             case DocumentAccessChanged():
                 state.access_groups = event.new_groups
+                state.public = event.new_public
             case DocumentRetracted():
                 state.retracted = True
             case _:
@@ -194,59 +212,98 @@ async def retract(
     actor_id: uuid.UUID | None,
     metadata: EventMetadata,
 ) -> None:
-    """Append DocumentRetracted; retracting twice is a 409."""
+    """Append DocumentRetracted and hide the document at once; retracting twice is a 409."""
     state, stream_version = await _stream_state(session, document_id)
     if state.retracted:
         raise ConflictError("the document is already retracted")
-    await store.append(
+    [recorded] = await store.append(
         session,
         document_stream(document_id),
         [DocumentRetracted(document_id=document_id, retracted_by=actor_id)],
         expected_version=stream_version,
         metadata=metadata,
     )
+    await record_access(
+        session, document_id=document_id, position=recorded.position, retracted=True
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AccessState:
+    """Who may read a document after a change of access."""
+
+    access_groups: tuple[str, ...]
+    public: bool
 
 
 async def change_access(
     session: AsyncSession,
     *,
     document_id: uuid.UUID,
-    access_groups: Sequence[str],
+    access_groups: Sequence[str] | None,
     actor_id: uuid.UUID | None,
     metadata: EventMetadata,
-) -> tuple[str, ...]:
-    """Append DocumentAccessChanged when the groups really change; return the new groups."""
+    public: bool | None = None,
+) -> AccessState:
+    """Append DocumentAccessChanged when the readers really change; None keeps a field.
+
+    The document's access row is written in the same transaction as the event, so
+    every search, question and read after this returns honours the change.
+    """
     state, stream_version = await _stream_state(session, document_id)
     if state.retracted:
         raise ConflictError("the document is retracted")
-    groups = normalize_groups(access_groups)
-    if groups != state.access_groups:
-        await store.append(
+    groups = normalize_groups(access_groups) if access_groups is not None else state.access_groups
+    is_public = state.public if public is None else public
+    if groups != state.access_groups or is_public != state.public:
+        [recorded] = await store.append(
             session,
             document_stream(document_id),
-            [DocumentAccessChanged(document_id, state.access_groups, groups, actor_id)],
+            [
+                DocumentAccessChanged(
+                    document_id,
+                    state.access_groups,
+                    groups,
+                    actor_id,
+                    old_public=state.public,
+                    new_public=is_public,
+                )
+            ],
             expected_version=stream_version,
             metadata=metadata,
         )
-    return groups
+        await record_access(
+            session,
+            document_id=document_id,
+            position=recorded.position,
+            access_groups=groups,
+            public=is_public,
+        )
+    return AccessState(groups, is_public)
 
 
 def readable_documents(
     reader: Reader, *, include_retracted: bool = False
 ) -> Select[tuple[DocumentRow]]:
-    """The catalog query restricted to what `reader` may read.
+    """The catalog query restricted to what `reader` may read now.
 
+    Access is read from `document_access` (written by the commands), not from the
+    catalog's projected copy, so a change holds as soon as its command returned.
     Retracted documents are hidden, except from admins and auditors who ask for them.
     """
-    query = select(DocumentRow)
+    access = DocumentAccessRow
+    query = select(DocumentRow).join(
+        access, access.document_id == DocumentRow.document_id, isouter=reader.sees_everything
+    )
     if not (include_retracted and reader.sees_everything):
-        query = query.where(DocumentRow.retracted.is_(False))
-    if not reader.sees_everything:
         query = query.where(
-            or_(
-                DocumentRow.access_groups == [],
-                DocumentRow.access_groups.overlap(list(reader.groups)),
-            )
+            DocumentRow.retracted.is_(False),
+            or_(access.retracted.is_(None), access.retracted.is_(False)),
+        )
+    if not reader.sees_everything:
+        groups = list(reader.groups)
+        query = query.where(
+            or_(access.public, access.access_groups.overlap(groups) if groups else false())
         )
     return query
 

@@ -66,6 +66,7 @@ async def ingest_files(
     *,
     groups: Sequence[str],
     wait: bool,
+    public: bool = False,
     metadata: EventMetadata,
     console: Console | None = None,
 ) -> int:
@@ -87,6 +88,7 @@ async def ingest_files(
                         filename=outcome.path.name,
                         title=None,
                         access_groups=groups,
+                        public=public,
                         max_bytes=settings.max_upload_bytes,
                         actor_id=None,
                         metadata=metadata,

@@ -3,6 +3,13 @@
 The context text comes from the DocumentChunked event of the version that was used,
 so it is exact even after the document was replaced or retracted; each block's sha256
 is checked against ContextRetrieved, and the prompt is rebuilt and its hash compared.
+
+Access is checked when the provenance is read, not only when the answer was given: a
+reader who may no longer read a block's document (moved to another group, retracted)
+gets the block's ids, version and hashes but not its title, headings or text, with the
+reason in `withheld`, and the answer itself is withheld too (it is made of that text).
+Admins and auditors see everything, and only they see timings beyond the model's, cache
+flags and the access filter's count (services/disclosure.py).
 """
 
 from __future__ import annotations
@@ -27,6 +34,12 @@ from ragledger.events.questions import (
     question_stream,
 )
 from ragledger.events.registry import registry
+from ragledger.services.disclosure import (
+    visible_removed_count,
+    visible_settings,
+    visible_timings,
+)
+from ragledger.services.document_access import current_access, withheld_reason
 from ragledger.services.documents import Reader
 from ragledger.services.errors import NotFoundError, PermissionDeniedError
 from ragledger.services.prompting import ContextBlock, build_prompt
@@ -42,6 +55,7 @@ class Provenance:
     asked_at: datetime
     status: str = "pending"
     answer: str | None = None
+    answer_withheld: str | None = None
     failure_reason: str | None = None
     model: str | None = None
     usage: dict[str, int] = field(default_factory=dict)
@@ -120,7 +134,34 @@ async def load_provenance(
             rebuilt = build_prompt(result.question, blocks)
             result.prompt_verified = rebuilt.sha256 == result.prompt_sha256
     result.events.sort(key=lambda e: e.position)
+    await _apply_current_access(session, result, reader)
     return result
+
+
+async def _apply_current_access(session: AsyncSession, result: Provenance, reader: Reader) -> None:
+    """Withhold what `reader` may no longer read, and what only admins and auditors see."""
+    everything = reader.sees_everything
+    result.timings_ms = visible_timings(result.timings_ms, sees_everything=everything)
+    result.retrieval_settings = visible_settings(
+        result.retrieval_settings, sees_everything=everything
+    )
+    result.removed_by_access_filter = visible_removed_count(
+        result.removed_by_access_filter, sees_everything=everything
+    )
+    if everything or not result.context:
+        return
+    access = await current_access(session, {block["document_id"] for block in result.context})
+    for block in result.context:
+        reason = withheld_reason(
+            access.get(block["document_id"]), sees_everything=False, groups=reader.groups
+        )
+        if reason is None:
+            continue
+        block.update(withheld=reason, title=None, heading_path=[], text=None)
+        if result.answer_withheld is None:
+            result.answer_withheld = reason
+    if result.answer_withheld is not None:
+        result.answer = None
 
 
 async def _rebuild_context(
@@ -159,6 +200,7 @@ async def _rebuild_context(
                 "similarity": c.similarity,
                 "fused_score": c.fused_score,
                 "chunked_at_position": position,
+                "withheld": None,
             }
         )
     return blocks

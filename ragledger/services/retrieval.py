@@ -1,7 +1,10 @@
 """Hybrid retrieval under access control: pgvector HNSW + PostgreSQL full text, fused by RRF.
 
 Both retrievers filter to chunks the reader may read *inside* the query, so a chunk the
-reader may not see never leaves the database. pgvector 0.8's iterative index scan keeps
+reader may not see never leaves the database. Who may read what, and retraction, come
+from `document_access`, which the commands write in their own transaction: an access
+change or a retraction holds for every search after its command returned, even while
+the `chunks` projection has not caught up. pgvector 0.8's iterative index scan keeps
 the HNSW search going when a restrictive filter removes most neighbours, so a reader in
 a small group still gets `top_k` rows.
 """
@@ -19,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ragledger.core import metrics
+from ragledger.services.document_access import GROUP_READABLE_SQL, LIVE_SQL
 from ragledger.services.documents import Reader
 from ragledger.services.rank_fusion import reciprocal_rank_fusion
 
@@ -66,12 +70,12 @@ class RetrievalResult:
     fusion_ms: float
 
 
-_READABLE = "(c.access_groups = '{}' OR c.access_groups && CAST(:groups AS text[]))"
+_READABLE = GROUP_READABLE_SQL
 
 
 def _scope(document_ids: Sequence[uuid.UUID] | None) -> tuple[str, dict]:
-    """The chunks a search may return to anyone: searchable, in the documents asked for."""
-    clauses = ["c.searchable"]
+    """The chunks a search may return to anyone: searchable, not retracted, asked for."""
+    clauses = ["c.searchable", LIVE_SQL]
     params: dict[str, object] = {}
     if document_ids:
         clauses.append("c.document_id = ANY(CAST(:document_ids AS uuid[]))")

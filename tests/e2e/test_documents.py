@@ -27,11 +27,20 @@ async def drain(db, settings) -> None:
 
 
 async def upload(
-    client, account, content: bytes, name: str, groups=(), title=None, path="/api/v1/documents"
+    client,
+    account,
+    content: bytes,
+    name: str,
+    groups=(),
+    title=None,
+    path="/api/v1/documents",
+    public=False,
 ):
     data: dict = {"access_groups": list(groups)} if groups else {}
     if title:
         data["title"] = title
+    if public:
+        data["public"] = "true"
     return await client.post(
         path,
         headers=account.headers,
@@ -284,7 +293,11 @@ async def test_access_groups_restrict_listings_and_follow_changes(
     db, settings, client, accounts
 ) -> None:
     admin, employee = accounts["admin"], accounts["employee"]  # employee is in "hr"
-    public = (await upload(client, admin, b"Canteen menu\n\nSoup on Monday.\n", "menu.txt")).json()
+    public = (
+        await upload(client, admin, b"Canteen menu\n\nSoup on Monday.\n", "menu.txt", public=True)
+    ).json()
+    # No groups and not public: admins and auditors only (fail closed).
+    closed = (await upload(client, admin, b"Board notes\n\nMerger.\n", "board.txt")).json()
     hr = (
         await upload(client, admin, b"Salary bands\n\nBand A.\n", "bands.txt", groups=["hr"])
     ).json()
@@ -298,8 +311,11 @@ async def test_access_groups_restrict_listings_and_follow_changes(
     assert (
         await client.get(f"/api/v1/documents/{finance['document_id']}", headers=employee.headers)
     ).status_code == 404
+    assert (
+        await client.get(f"/api/v1/documents/{closed['document_id']}", headers=employee.headers)
+    ).status_code == 404
     everything = (await client.get("/api/v1/documents", headers=accounts["auditor"].headers)).json()
-    assert everything["total"] == 3
+    assert everything["total"] == 4
     only_hr = (
         await client.get("/api/v1/documents", headers=admin.headers, params={"group": "hr"})
     ).json()
@@ -312,6 +328,9 @@ async def test_access_groups_restrict_listings_and_follow_changes(
     )
     assert changed.status_code == 200
     assert changed.json()["access_groups"] == ["finance"]
+    # Honoured at once, before the projections run.
+    seen = (await client.get("/api/v1/documents", headers=employee.headers)).json()
+    assert {d["document_id"] for d in seen["items"]} == {public["document_id"]}
     await drain(db, settings)
     seen = (await client.get("/api/v1/documents", headers=employee.headers)).json()
     assert {d["document_id"] for d in seen["items"]} == {public["document_id"]}

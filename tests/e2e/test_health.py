@@ -14,9 +14,16 @@ from ragledger.core.migrations import SchemaBehindError
 from ragledger.core.runtime import open_database
 from ragledger.events import store
 from ragledger.events.envelope import NewEvent
+from tests.e2e.conftest import login, make_account
 
 
-async def test_health_reports_head_and_subscriber_lag(settings, db) -> None:
+async def test_health_reports_head_and_subscriber_lag_to_auditors_only(settings, db) -> None:
+    accounts = {
+        role: await make_account(db, f"{role}@example.com", role)
+        for role in ("employee", "auditor", "admin")
+    }
+    async with db.sessionmaker() as session:
+        head = (await store.head(session)).position
     async with db.sessionmaker() as session, session.begin():
         await store.append(session, "s-1", [NewEvent("A", {}), NewEvent("B", {})])
     app = create_app(settings, run_subscribers=False)
@@ -24,37 +31,52 @@ async def test_health_reports_head_and_subscriber_lag(settings, db) -> None:
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as client,
     ):
-        response = await client.get("/api/v1/health", headers={"X-Request-ID": "req-42"})
+        for account in accounts.values():
+            await login(client, account)
+        anonymous = await client.get("/api/v1/health", headers={"X-Request-ID": "req-42"})
+        employee = await client.get("/api/v1/health", headers=accounts["employee"].headers)
+        bogus = await client.get("/api/v1/health", headers={"Authorization": "Bearer nope"})
+        response = await client.get("/api/v1/health", headers=accounts["auditor"].headers)
+        admin = await client.get("/api/v1/health", headers=accounts["admin"].headers)
+    assert anonymous.status_code == 200
+    assert anonymous.headers["x-request-id"] == "req-42"
+    # The public sees the status only: no ledger head, no positions, no error texts.
+    assert anonymous.json() == {"status": "ok"}
+    assert employee.json() == {"status": "ok"}
+    assert (bogus.status_code, bogus.json()) == (200, {"status": "ok"})
     assert response.status_code == 200
-    assert response.headers["x-request-id"] == "req-42"
     body = response.json()
+    assert admin.json() == body
     assert body["status"] == "ok"
-    assert body["ledger_head"] == 2
+    # The logins appended events too; the two appended here are on top of them.
+    assert body["ledger_head"] >= head + 2
     assert body["subscribers"]["streams"] == {
         "kind": "projection",
         "position": 0,
-        "lag": 2,
+        "lag": body["ledger_head"],
         "failing_position": None,
         "last_error": None,
     }
 
 
 async def test_health_shows_subscribers_catching_up_with_the_runner(settings, db) -> None:
+    auditor = await make_account(db, "aude@example.com", "auditor")
     app = create_app(settings, run_subscribers=True)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as client,
     ):
+        await login(client, auditor)
         async with db.sessionmaker() as session, session.begin():
             await store.append(session, "s-1", [NewEvent("A", {})])
         for _ in range(100):
-            body = (await client.get("/api/v1/health")).json()
+            body = (await client.get("/api/v1/health", headers=auditor.headers)).json()
             if body["subscribers"]["streams"]["lag"] == 0:
                 break
             await __import__("asyncio").sleep(0.05)
-    # The runner's daily digest may have signed (DigestSigned) once the ledger held an
-    # event, so the head is 1 or 2; the projection must have reached whichever it is.
-    assert body["ledger_head"] in {1, 2}
+    # The account and the login are events, and the runner's daily digest may have
+    # signed (DigestSigned); the projection must have reached whatever the head is.
+    assert body["ledger_head"] >= 3
     assert body["subscribers"]["streams"]["lag"] == 0
     assert body["subscribers"]["streams"]["position"] == body["ledger_head"]
 

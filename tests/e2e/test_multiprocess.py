@@ -113,9 +113,9 @@ async def until(condition, limit_s: float, what: str, interval: float = 0.3):
     raise AssertionError(f"timed out after {limit_s} s waiting for {what}")
 
 
-async def healthy(client: httpx.AsyncClient, base: str) -> dict | None:
+async def healthy(client: httpx.AsyncClient, base: str, headers=None) -> dict | None:
     try:
-        response = await client.get(f"{base}/api/v1/health")
+        response = await client.get(f"{base}/api/v1/health", headers=headers)
     except httpx.TransportError:
         return None
     return response.json() if response.status_code == 200 else None
@@ -282,7 +282,7 @@ async def test_two_apis_and_two_runners_survive_a_runner_crash_and_a_sigterm(
 
             # The projections catch up behind the surviving API.
             async def caught_up():
-                body = await healthy(client, bases[1])
+                body = await healthy(client, bases[1], admin.headers)
                 return body and all(s["lag"] == 0 for s in body["subscribers"].values())
 
             await until(caught_up, 60, "every subscriber to reach the head")

@@ -66,7 +66,11 @@ async def upload_document(
     admin: AdminUser,
     file: Annotated[UploadFile, File(description="PDF, DOCX, HTML, Markdown or text")],
     title: Annotated[str | None, Form(max_length=300)] = None,
-    access_groups: Annotated[list[str] | None, Form(description="Repeat; none: everyone")] = None,
+    access_groups: Annotated[
+        list[str] | None,
+        Form(description="Repeat; none and not public: admins and auditors only"),
+    ] = None,
+    public: Annotated[bool, Form(description="Every signed-in user may read it")] = False,
 ) -> DocumentAccepted:
     """Upload a new document; it is ingested in the background (admin)."""
     await request.app.state.rate_limits.enforce(request, RateScope.UPLOAD, str(admin.id))
@@ -80,6 +84,7 @@ async def upload_document(
         max_bytes=settings.max_upload_bytes,
         actor_id=admin.id,
         metadata=event_metadata(request, admin),
+        public=public,
     )
     return DocumentAccepted.model_validate(accepted, from_attributes=True)
 
@@ -101,6 +106,7 @@ async def upload_version(
     file: Annotated[UploadFile, File()],
     title: Annotated[str | None, Form(max_length=300)] = None,
     access_groups: Annotated[list[str] | None, Form(description="Omit to keep")] = None,
+    public: Annotated[bool | None, Form(description="Omit to keep")] = None,
 ) -> DocumentAccepted:
     """Upload a new version; the old one stops being retrieved (admin)."""
     await request.app.state.rate_limits.enforce(request, RateScope.UPLOAD, str(admin.id))
@@ -115,6 +121,7 @@ async def upload_version(
         actor_id=admin.id,
         metadata=event_metadata(request, admin),
         document_id=document_id,
+        public=public,
     )
     return DocumentAccepted.model_validate(accepted, from_attributes=True)
 
@@ -149,15 +156,18 @@ async def change_access(
     session: SessionDep,
     admin: AdminUser,
 ) -> DocumentAccessPublic:
-    """Change which groups may read a document (admin)."""
-    groups = await documents_service.change_access(
+    """Change who may read a document: its groups, whether it is public (admin)."""
+    state = await documents_service.change_access(
         session,
         document_id=document_id,
         access_groups=body.access_groups,
+        public=body.public,
         actor_id=admin.id,
         metadata=event_metadata(request, admin),
     )
-    return DocumentAccessPublic(document_id=document_id, access_groups=list(groups))
+    return DocumentAccessPublic(
+        document_id=document_id, access_groups=list(state.access_groups), public=state.public
+    )
 
 
 @router.get("", response_model=Page[DocumentPublic], responses=error_responses(422))

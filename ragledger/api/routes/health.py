@@ -1,27 +1,64 @@
-"""Health: the database answers, the ledger head, and how far each subscriber trails it."""
+"""Health: the database answers; for admins and auditors, the ledger head and subscriber lag."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from ragledger.api.deps import SessionDep, SettingsDep
+from fastapi import APIRouter, Depends, Request
+
+from ragledger.api.deps import (
+    SessionDep,
+    SettingsDep,
+    TokensDep,
+    bearer_scheme,
+    current_claims,
+    current_user,
+)
 from ragledger.events import store
+from ragledger.models.users import Role, User
 from ragledger.projections.registry import all_subscribers
 from ragledger.projections.runner import subscriber_statuses
-from ragledger.schemas.health import HealthPublic, SubscriberHealth
+from ragledger.schemas.health import HealthDetail, HealthPublic, SubscriberHealth
+from ragledger.services.errors import AuthenticationError
 
 router = APIRouter(tags=["health"])
 
+_SEES_DETAILS = frozenset({Role.ADMIN.value, Role.AUDITOR.value})
 
-@router.get("/health", response_model=HealthPublic)
-async def health(session: SessionDep, settings: SettingsDep) -> HealthPublic:
-    """Report the ledger head and each subscriber's lag (public, no authentication)."""
+
+async def _signed_in_user(
+    request: Request, session: SessionDep, tokens: TokensDep, token: str | None
+) -> User | None:
+    """The request's active user, or None: a probe without a valid token is not refused."""
+    if not token:
+        return None
+    try:
+        claims = await current_claims(request, tokens, token)
+        return await current_user(request, session, claims)
+    except AuthenticationError:
+        return None
+
+
+@router.get("/health", response_model=HealthDetail | HealthPublic)
+async def health(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    tokens: TokensDep,
+    token: Annotated[str | None, Depends(bearer_scheme)],
+) -> HealthDetail | HealthPublic:
+    """Status for anyone; ledger head and subscribers for signed-in admins and auditors."""
     head = await store.head(session)
     statuses = await subscriber_statuses(session, all_subscribers(settings))
-    return HealthPublic(
-        status="degraded"
-        if any(s.failing_position is not None or s.last_error for s in statuses)
-        else "ok",
+    failing = any(s.failing_position is not None or s.last_error for s in statuses)
+    status = "degraded" if failing else "ok"
+    user = await _signed_in_user(request, session, tokens, token)
+    if user is None or user.role not in _SEES_DETAILS:
+        # The head, positions and error texts describe the ledger and the code to anyone
+        # who can reach the port; a load balancer needs only the status.
+        return HealthPublic(status=status)
+    return HealthDetail(
+        status=status,
         ledger_head=head.position,
         subscribers={
             s.name: SubscriberHealth(

@@ -44,6 +44,7 @@ from ragledger.services.answering import (
     retrieval_params,
     validate_question,
 )
+from ragledger.services.audit_queries import record_view
 from ragledger.services.embedding import get_embedder
 from ragledger.services.errors import ConflictError, PermissionDeniedError
 from ragledger.services.provenance import load_provenance
@@ -259,10 +260,12 @@ async def search(
     response_model=AnswerPublic,
     responses=error_responses(401, 403, 404, 422),
 )
-async def get_answer(answer_id: uuid.UUID, session: SessionDep, user: EmployeeUser) -> AnswerPublic:
+async def get_answer(
+    request: Request, answer_id: uuid.UUID, session: SessionDep, user: EmployeeUser
+) -> AnswerPublic:
     """An answer with its exact context and ledger positions (asker, auditors, admins)."""
     p = await load_provenance(session, answer_id, reader_of(user))
-    return AnswerPublic(
+    response = AnswerPublic(
         answer_id=p.question_id,
         question_id=p.question_id,
         question=p.question,
@@ -270,6 +273,7 @@ async def get_answer(answer_id: uuid.UUID, session: SessionDep, user: EmployeeUs
         asked_at=p.asked_at,
         status=p.status,
         answer=p.answer,
+        answer_withheld=p.answer_withheld,
         failure_reason=p.failure_reason,
         model=p.model,
         usage=p.usage,
@@ -292,6 +296,18 @@ async def get_answer(answer_id: uuid.UUID, session: SessionDep, user: EmployeeUs
             for e in p.events
         ],
     )
+    if p.asked_by != user.id:
+        # An auditor or admin read someone else's answer: recorded like the audit route's.
+        await record_view(
+            session,
+            auditor_id=user.id,
+            view="answer",
+            filters={},
+            item_count=1,
+            target_id=str(answer_id),
+            metadata=event_metadata(request, user),
+        )
+    return response
 
 
 @router.post(

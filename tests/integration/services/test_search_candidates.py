@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
-from ragledger.models.documents import EMBEDDING_DIMENSIONS, ChunkRow
+from ragledger.models.documents import EMBEDDING_DIMENSIONS, ChunkRow, DocumentAccessRow
 from ragledger.services import retrieval
 from ragledger.services.documents import Reader
 from ragledger.services.retrieval import (
@@ -48,6 +48,15 @@ async def corpus(db) -> np.random.Generator:
     rng = np.random.default_rng(7)
     async with db.sessionmaker() as session, session.begin():
         for d, document_id in enumerate(DOCUMENTS):
+            session.add(
+                DocumentAccessRow(
+                    document_id=document_id,
+                    access_groups=GROUPS[d],
+                    public=not GROUPS[d],
+                    retracted=False,
+                    position=d + 1,
+                )
+            )
             for i in range(10):
                 text_value = f"{WORDS[d]} {WORDS[(d + i) % 6]} rules number {i}"
                 session.add(
