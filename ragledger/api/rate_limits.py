@@ -1,6 +1,6 @@
 """Rate limits per scope and identity, in Redis (shared by every process) or in memory.
 
-Each scope (`login_account`, `login_address`, `upload`, `questions`) has one rate, set
+Each scope (`login_account`, `login_address`, `upload`, `questions`, ...) has one rate, set
 as "N/period" in settings. Each identity (an account, an address, a user id) within a
 scope has its own sliding-window bucket from pyrate-limiter: a `RedisBucket` under the
 key `<prefix>:<scope>:<identity>` when REDIS_URL is set, an `InMemoryBucket` otherwise.
@@ -77,6 +77,9 @@ class RateScope(StrEnum):
     LOGIN_ADDRESS = "login_address"
     UPLOAD = "upload"
     QUESTIONS = "questions"
+    SEARCH = "search"
+    RESET_REQUEST_ADDRESS = "reset_request_address"
+    RESET_REQUEST_ACCOUNT = "reset_request_account"
 
 
 # The setting holding each scope's rate.
@@ -85,6 +88,9 @@ SCOPE_SETTINGS: Mapping[RateScope, str] = {
     RateScope.LOGIN_ADDRESS: "rate_limit_login_per_address",
     RateScope.UPLOAD: "rate_limit_upload_per_user",
     RateScope.QUESTIONS: "rate_limit_questions_per_user",
+    RateScope.SEARCH: "rate_limit_search_per_user",
+    RateScope.RESET_REQUEST_ADDRESS: "rate_limit_reset_request_per_address",
+    RateScope.RESET_REQUEST_ACCOUNT: "rate_limit_reset_request_per_account",
 }
 
 _PERIODS_MS: Mapping[str, int] = {
@@ -152,9 +158,10 @@ class RateLimits:
     ) -> None:
         """Use Redis when given (shared by all processes), else in-process buckets.
 
-        `fail_open`: when Redis cannot be reached, let requests through (and log an
-        error) rather than fail them; an outage of Redis then costs rate limiting,
-        not logins.
+        `fail_open`: when Redis cannot be reached, count in this process's memory
+        instead (and log an error): an outage of Redis then makes the limits per
+        process, for as long as it lasts, but never switches them off (login
+        guessing) and never fails the request. Without it, the Redis error is raised.
         """
         if not rates:
             raise ValueError("RateLimits needs at least one scope")
@@ -169,6 +176,8 @@ class RateLimits:
         self._backend: _RedisBackend | _MemoryBackend = (
             _RedisBackend(redis) if redis is not None else _MemoryBackend()
         )
+        # Where hits are counted while Redis cannot be reached.
+        self._fallback = _MemoryBackend()
 
     @classmethod
     def from_settings(
@@ -199,21 +208,24 @@ class RateLimits:
         if isinstance(self._backend, _RedisBackend):
             await self._backend.script_hash()
 
-    async def hit(self, scope: str, identity: str) -> RateDecision:
-        """Count one hit for the identity in the scope; never waits for a free slot."""
-        rate = self._rate(scope)
+    async def _put(self, key: str, rate: Rate) -> Decision:
         try:
-            decision = await self._backend.put(self.key(scope, identity), rate)
+            return await self._backend.put(key, rate)
         except RedisError as exc:
             log.error(
                 "rate_limit_backend_error",
-                scope=scope,
+                key_scope=key.removeprefix(self.key_prefix + ":").split(":", 1)[0],
                 error=type(exc).__name__,
-                fail_open=self.fail_open,
+                fallback="memory" if self.fail_open else None,
             )
-            if self.fail_open:
-                return RateDecision(allowed=True)
-            raise
+            if not self.fail_open:
+                raise
+            return await self._fallback.put(key, rate)
+
+    async def hit(self, scope: str, identity: str) -> RateDecision:
+        """Count one hit for the identity in the scope; never waits for a free slot."""
+        rate = self._rate(scope)
+        decision = await self._put(self.key(scope, identity), rate)
         if decision.allowed:
             return RateDecision(allowed=True)
         return RateDecision(allowed=False, retry_after_s=_retry_after_s(decision, rate))
@@ -237,6 +249,7 @@ class RateLimits:
     async def reset(self, scope: str, identity: str) -> None:
         """Forget the identity's hits in the scope (an admin lifting a lockout, tests)."""
         self._rate(scope)
+        await self._fallback.reset(self.key(scope, identity))
         await self._backend.reset(self.key(scope, identity))
 
     async def aclose(self) -> None:
