@@ -21,6 +21,7 @@ from ragledger.api.client_address import TrustedProxies
 from ragledger.api.errors import BODY_ERRORS, error_responses, install_error_handlers
 from ragledger.api.middleware import RequestContextMiddleware
 from ragledger.api.rate_limits import (
+    REDIS_TIMEOUT_S,
     RateLimitExceededError,
     RateLimits,
     RateScope,
@@ -82,7 +83,15 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
         app.state.database = database
         app.state.mailer = Mailer(settings)
         app.state.background = BackgroundWork()
-        events_redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        events_redis = (
+            Redis.from_url(
+                settings.redis_url,
+                socket_connect_timeout=REDIS_TIMEOUT_S,
+                socket_timeout=REDIS_TIMEOUT_S,
+            )
+            if settings.redis_url
+            else None
+        )
         app.state.security_events = SecurityEventRecorder(
             database.sessionmaker,
             window_s=settings.security_event_window_s,

@@ -62,6 +62,11 @@ log = structlog.get_logger(__name__)
 DEFAULT_KEY_PREFIX = "ragledger:rl"
 # Where the caller keeps the app's RateLimits (`app.state.rate_limits`).
 APP_STATE_ATTRIBUTE = "rate_limits"
+# A Redis that does not answer (a host gone, packets dropped) must not hold a request for
+# the OS's connect timeout (minutes): one second, then the in-process fallback, and Redis
+# is tried again after REDIS_RETRY_AFTER_S. A healthy local Redis answers in under 1 ms.
+REDIS_TIMEOUT_S = 1.0
+REDIS_RETRY_AFTER_S = 5.0
 # The zset member name of a hit. A constant rather than the identity, so personal data
 # (an email address) appears once in the key, not again in every member.
 _ITEM_NAME = "hit"
@@ -176,8 +181,9 @@ class RateLimits:
         self._backend: _RedisBackend | _MemoryBackend = (
             _RedisBackend(redis) if redis is not None else _MemoryBackend()
         )
-        # Where hits are counted while Redis cannot be reached.
+        # Where hits are counted while Redis cannot be reached, and until when.
         self._fallback = _MemoryBackend()
+        self._redis_retry_at = 0.0
 
     @classmethod
     def from_settings(
@@ -191,7 +197,15 @@ class RateLimits:
             except ValueError as exc:
                 raise ValueError(f"setting {field.upper()}: {exc}") from exc
         # from_url connects lazily; `prepare()` checks the server at start-up.
-        redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        redis = (
+            Redis.from_url(
+                settings.redis_url,
+                socket_connect_timeout=REDIS_TIMEOUT_S,
+                socket_timeout=REDIS_TIMEOUT_S,
+            )
+            if settings.redis_url
+            else None
+        )
         return cls(rates, redis=redis, key_prefix=key_prefix, owns_redis=True, fail_open=fail_open)
 
     @property
@@ -204,14 +218,32 @@ class RateLimits:
         return f"{self.key_prefix}:{scope}:{identity}"
 
     async def prepare(self) -> None:
-        """Reach the backend once (load the Lua script into Redis) so start-up fails fast."""
+        """Reach the backend once (load the Lua script into Redis).
+
+        An unreachable Redis fails start-up only without `fail_open`; with it, the app
+        starts and counts in memory until Redis answers (a restart during an outage
+        must not take the API down with it), and says so in the log.
+        """
         if isinstance(self._backend, _RedisBackend):
-            await self._backend.script_hash()
+            try:
+                await self._backend.script_hash()
+            except RedisError as exc:
+                if not self.fail_open:
+                    raise
+                log.error(
+                    "rate_limit_backend_unreachable_at_start",
+                    error=type(exc).__name__,
+                    fallback="memory",
+                )
 
     async def _put(self, key: str, rate: Rate) -> Decision:
+        if self.fail_open and time.monotonic() < self._redis_retry_at:
+            # Redis failed a moment ago: do not make every request wait on it again.
+            return await self._fallback.put(key, rate)
         try:
             return await self._backend.put(key, rate)
         except RedisError as exc:
+            self._redis_retry_at = time.monotonic() + REDIS_RETRY_AFTER_S
             log.error(
                 "rate_limit_backend_error",
                 key_scope=key.removeprefix(self.key_prefix + ":").split(":", 1)[0],

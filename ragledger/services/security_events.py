@@ -44,6 +44,8 @@ log = structlog.get_logger(__name__)
 MAX_PATH_CHARS = 256
 MAX_METHOD_CHARS = 16
 MAX_EMAIL_CHARS = 320
+# After a Redis error, windows are kept in memory this long before Redis is tried again.
+REDIS_RETRY_AFTER_S = 5.0
 # How many due summaries one flush takes from Redis at a time.
 _FLUSH_BATCH = 100
 
@@ -207,8 +209,9 @@ class SecurityEventRecorder:
         self._windows: _RedisWindows | _MemoryWindows = (
             _RedisWindows(redis, key_prefix) if redis is not None else _MemoryWindows()
         )
-        # Where windows are kept while Redis cannot be reached.
+        # Where windows are kept while Redis cannot be reached, and until when.
         self._fallback = _MemoryWindows()
+        self._redis_retry_at = 0.0
 
     async def record(self, event: Any, metadata: EventMetadata, *, source: str) -> None:
         """Append `event` (a dataclass with a `count` field) if it opens its source's
@@ -222,11 +225,7 @@ class SecurityEventRecorder:
         )
         now_ms = time.time_ns() // 1_000_000
         try:
-            try:
-                held = await self._windows.occur(key, template, self._window_ms, now_ms)
-            except RedisError as exc:
-                log.error("security_event_window_unavailable", error=type(exc).__name__)
-                held = await self._fallback.occur(key, template, self._window_ms, now_ms)
+            held = await self._occur(key, template, now_ms)
             if held is None:
                 return
             await self._append(dataclasses.replace(event, count=1 + held), metadata)
@@ -234,6 +233,16 @@ class SecurityEventRecorder:
             log.error(
                 "security_event_not_recorded", event_type=type(event).__name__, error=repr(exc)
             )
+
+    async def _occur(self, key: str, template: str, now_ms: int) -> int | None:
+        if time.monotonic() >= self._redis_retry_at:
+            try:
+                return await self._windows.occur(key, template, self._window_ms, now_ms)
+            except RedisError as exc:
+                # Not again for a while: a Redis that hangs would hold every denial.
+                self._redis_retry_at = time.monotonic() + REDIS_RETRY_AFTER_S
+                log.error("security_event_window_unavailable", error=type(exc).__name__)
+        return await self._fallback.occur(key, template, self._window_ms, now_ms)
 
     async def flush_due(self, *, everything: bool = False) -> int:
         """Append one event per source whose window ended with occurrences held back;

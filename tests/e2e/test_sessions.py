@@ -181,3 +181,47 @@ async def test_with_redis_down_limits_hold_and_nothing_is_a_500(
     reasons = await _denials(db)
     assert "token_malformed" in reasons
     assert "token_revoked" in reasons
+
+
+async def test_an_app_started_while_redis_is_down_still_limits_logins(db, settings) -> None:
+    """REDIS_URL names a port nothing listens on: the app starts, limits hold per process."""
+    with socket.socket() as sock:  # a port that was free a moment ago: nobody listens
+        sock.bind(("127.0.0.1", 0))
+        dead_port = sock.getsockname()[1]
+    emma = await make_account(db, "emma@example.com", "employee")
+    tuned = settings.model_copy(
+        update={
+            "redis_url": f"redis://127.0.0.1:{dead_port}/0",
+            "rate_limit_login_per_address": "3/minute",
+        }
+    )
+    async with running(tuned) as (_app, client):
+        token = await login(client, emma)
+        assert (await client.get(ME, headers=_bearer(token))).status_code == 200
+        form = {"username": "who@example.com", "password": "p" * 12}
+        statuses = [
+            (await client.post("/api/v1/auth/jwt/login", data=form)).status_code for _ in range(3)
+        ]
+        assert statuses == [400, 400, 429]
+
+
+async def test_a_redis_failure_without_fallback_is_a_json_503() -> None:
+    """The last line: a Redis error no fallback caught is 503 with a JSON body, not 500."""
+    from fastapi import FastAPI as _FastAPI
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from ragledger.api.errors import install_error_handlers
+
+    app = _FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/needs-redis")
+    async def needs_redis() -> None:
+        raise RedisConnectionError("Connection refused")
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
+        response = await client.get("/needs-redis")
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"detail": "a backing service is unavailable; try again shortly"}
+    assert response.headers["retry-after"] == "5"
