@@ -83,6 +83,17 @@ def serve(
     """Serve the HTTP API (and, unless --no-runner, the subscriber runner)."""
     settings = _settings()
     if workers > 1:
+        if not settings.redis_url:
+            # Each worker then counts (and windows security events) on its own: a limit
+            # of N per minute lets N per worker through.
+            log.warning(
+                "rate_limits_per_process",
+                workers=workers,
+                detail=(
+                    "REDIS_URL is not set: each worker keeps its own rate limits, so every "
+                    "limit is multiplied by the number of workers; set REDIS_URL to share them"
+                ),
+            )
         _prepare_multiprocess_metrics(settings)
     # Migrate (or refuse) once here, before any worker starts.
     _with_database(lambda _db: asyncio.sleep(0))

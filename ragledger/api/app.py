@@ -15,11 +15,13 @@ from fastapi_pagination import add_pagination
 from redis.asyncio import Redis
 
 from ragledger.api.auth import build_fastapi_users
+from ragledger.api.background import BackgroundWork
 from ragledger.api.body_limit import BodyLimitMiddleware
 from ragledger.api.client_address import TrustedProxies
 from ragledger.api.errors import BODY_ERRORS, error_responses, install_error_handlers
 from ragledger.api.middleware import RequestContextMiddleware
 from ragledger.api.rate_limits import (
+    REDIS_TIMEOUT_S,
     RateLimitExceededError,
     RateLimits,
     RateScope,
@@ -35,6 +37,7 @@ from ragledger.api.routes import (
     documents,
     health,
     metrics,
+    password_reset,
     questions,
     users,
 )
@@ -53,9 +56,15 @@ from ragledger.services.embedding import close_embedders
 from ragledger.services.ledger_audit import scheduled_digests
 from ragledger.services.local_llm import close_local_llm, get_local_llm, register_local_llm
 from ragledger.services.mail import Mailer
-from ragledger.services.security_events import record_security_event
+from ragledger.services.security_events import (
+    MAX_EMAIL_CHARS,
+    MAX_METHOD_CHARS,
+    MAX_PATH_CHARS,
+    SecurityEventRecorder,
+    cap,
+    source_address,
+)
 from ragledger.services.signing import DigestSigner
-from ragledger.services.token_revocation import create_token_revocations
 from ragledger.services.tokens import TokenService
 
 log = structlog.get_logger(__name__)
@@ -73,13 +82,33 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
         app.state.settings = settings
         app.state.database = database
         app.state.mailer = Mailer(settings)
+        app.state.background = BackgroundWork()
+        events_redis = (
+            Redis.from_url(
+                settings.redis_url,
+                socket_connect_timeout=REDIS_TIMEOUT_S,
+                socket_timeout=REDIS_TIMEOUT_S,
+            )
+            if settings.redis_url
+            else None
+        )
+        app.state.security_events = SecurityEventRecorder(
+            database.sessionmaker,
+            window_s=settings.security_event_window_s,
+            redis=events_redis,
+            key_prefix=f"{settings.redis_key_prefix}sec:",
+        )
+        events_flusher = asyncio.create_task(
+            # A few times per window, so a window's count is recorded soon after it ends.
+            flush_security_events(
+                app.state.security_events, max(1.0, settings.security_event_window_s / 4)
+            ),
+            name="security-event-flush",
+        )
         app.state.signer = DigestSigner.from_settings(settings)
         app.state.tokens = TokenService(
             secret=settings.resolved_secret_key(),
             lifetime_s=settings.access_token_lifetime_s,
-            revocations=create_token_revocations(
-                settings.redis_url, prefix=settings.redis_key_prefix
-            ),
         )
         limits = RateLimits.from_settings(settings, key_prefix=f"{settings.redis_key_prefix}rl")
         await limits.prepare()
@@ -116,6 +145,15 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
         finally:
             app.state.shutdown.uninstall()
             loop_lag.cancel()
+            # Mails asked for just before shutdown still leave (or fail in the log).
+            await app.state.background.aclose(timeout_s=settings.mail_timeout_s)
+            events_flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await events_flusher
+            # This process's windows end with it: record what they held back.
+            await app.state.security_events.flush_due(everything=True)
+            if events_redis is not None:
+                await events_redis.aclose()
             if runner is not None and runner_task is not None:
                 runner.stop()
                 await runner_task
@@ -131,7 +169,6 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
                 await cache_redis.aclose()
             await close_embedders()
             await limits.aclose()
-            await app.state.tokens.revocations.aclose()
             await database.dispose()
             if settings.uses_embedded_database:
                 await asyncio.to_thread(release_embedded_postgres)
@@ -158,8 +195,15 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
     )
     # Malformed JSON is 400 (api/errors.py); the library declares 400 only where it has
     # one of its own, so the body errors are added to both routers.
+    # The library's reset route, but our forgot-password (rate-limited, answered before
+    # any work, at most one mail per account per interval: routes/password_reset.py).
+    reset_router = fastapi_users.get_reset_password_router()
+    reset_router.routes = [
+        route for route in reset_router.routes if getattr(route, "path", None) != "/forgot-password"
+    ]
+    api.include_router(password_reset.router)
     api.include_router(
-        fastapi_users.get_reset_password_router(),
+        reset_router,
         prefix="/auth",
         tags=["auth"],
         responses=error_responses(*BODY_ERRORS),
@@ -205,20 +249,32 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
 async def record_rate_limit_exceeded(
     request: Request, scope: str, identity: str, retry_after_s: int
 ) -> None:
-    """Record a refusal in the ledger, in a transaction of its own."""
+    """Record a refusal in the ledger, one event per source and window with a count."""
     user = getattr(request.state, "user", None)
-    await record_security_event(
-        request.app.state.database.sessionmaker,
+    metadata = event_metadata(request)
+    user_key = user.id if user is not None else "-"
+    await request.app.state.security_events.record(
         RateLimitExceeded(
             scope=scope,
-            method=request.method,
-            path=request.url.path,
+            method=cap(request.method, MAX_METHOD_CHARS) or "",
+            path=cap(request.url.path, MAX_PATH_CHARS) or "",
             retry_after_s=retry_after_s,
             user_id=user.id if user is not None else None,
-            email=identity if scope == RateScope.LOGIN_ACCOUNT else None,
+            email=cap(identity, MAX_EMAIL_CHARS) if scope == RateScope.LOGIN_ACCOUNT else None,
         ),
-        event_metadata(request),
+        metadata,
+        source=f"{source_address(metadata.client_ip)}|{user_key}|{scope}",
     )
+
+
+async def flush_security_events(recorder: SecurityEventRecorder, interval_s: float) -> None:
+    """Record the counts held back by ended windows, every `interval_s`, until cancelled."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await recorder.flush_due()
+        except Exception:
+            log.exception("security_event_flush_failed")
 
 
 def create_default_app() -> FastAPI:

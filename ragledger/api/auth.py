@@ -8,8 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi_users import BaseUserManager, FastAPIUsers, InvalidPasswordException, UUIDIDMixin
 from fastapi_users.authentication import AuthenticationBackend, BearerTransport, JWTStrategy
-from fastapi_users.exceptions import InvalidResetPasswordToken, InvalidVerifyToken, UserInactive
-from fastapi_users.jwt import generate_jwt
+from fastapi_users.exceptions import InvalidResetPasswordToken, InvalidVerifyToken
 from fastapi_users_db_sqlalchemy import SQLAlchemyUserDatabase
 
 from ragledger.api.deps import SessionDep
@@ -17,7 +16,6 @@ from ragledger.api.request_context import event_metadata
 from ragledger.events import store
 from ragledger.events.access import (
     PasswordReset,
-    PasswordResetRequested,
     UserRegistered,
     UserVerificationRequested,
     UserVerified,
@@ -25,7 +23,7 @@ from ragledger.events.access import (
 )
 from ragledger.models.users import User
 from ragledger.services.errors import InvalidInputError
-from ragledger.services.users import hash_password, password_helper, validate_password
+from ragledger.services.users import end_sessions, password_helper, validate_password
 
 LOGIN_PATH = "/api/v1/auth/jwt/login"
 
@@ -101,43 +99,11 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
             ),
         )
 
-    async def forgot_password(self, user: User, request: Request | None = None) -> None:
-        """fastapi-users' forgot-password, with the password's fingerprint hashed off the loop.
-
-        The library hashes the stored hash with argon2 (~130 ms of CPU) on the event loop,
-        on a public route; this does the same in a worker thread. The token carries the
-        claims the library's reset_password checks (tested by a forgot-then-reset round).
-        """
-        if not user.is_active:
-            raise UserInactive()
-        token = generate_jwt(
-            {
-                "sub": str(user.id),
-                "password_fgpt": await hash_password(user.hashed_password),
-                "aud": self.reset_password_token_audience,
-            },
-            self.reset_password_token_secret,
-            self.reset_password_token_lifetime_seconds,
-        )
-        await self.on_after_forgot_password(user, token, request)
-
-    async def on_after_forgot_password(
-        self, user: User, token: str, request: Request | None = None
-    ) -> None:
-        """Mail the reset token and record that it was sent."""
-        await self._mailer.send(
-            to=[user.email],
-            subject="Reset your ragledger password",
-            body=(
-                "Someone asked to reset the password of this account. If it was you, "
-                f"POST this token to {self._settings.public_base_url}"
-                f"/api/v1/auth/reset-password:\n\n{token}\n\nOtherwise, ignore this mail."
-            ),
-        )
-        await self._record(request, user, PasswordResetRequested(user.id))
-
     async def on_after_reset_password(self, user: User, request: Request | None = None) -> None:
-        """Record the reset."""
+        """End the account's sessions and record the reset, in the reset's transaction."""
+        # Whoever knew the old password may hold a token: it must not outlive the reset.
+        end_sessions(user)
+        await self.session.flush()
         await self._record(request, user, PasswordReset(user.id))
 
     async def on_after_request_verify(
@@ -151,6 +117,7 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
                 f"POST this token to {self._settings.public_base_url}/api/v1/auth/verify:"
                 f"\n\n{token}"
             ),
+            kind="email_verification",
         )
         await self._record(request, user, UserVerificationRequested(user.id))
 

@@ -62,32 +62,33 @@ TokensDep = Annotated[TokenService, Depends(get_token_service)]
 bearer_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/jwt/login", auto_error=False)
 
 
-async def current_claims(
+async def current_session(
     request: Request,
+    session: SessionDep,
     tokens: TokensDep,
     token: Annotated[str | None, Depends(bearer_scheme)],
-) -> TokenClaims:
-    """The valid, unrevoked token of the request; 401 otherwise."""
+) -> tuple[User, TokenClaims]:
+    """The request's account and token, admitted by `TokenService.authenticate`; 401 otherwise."""
     if not token:
         raise AuthenticationError("not authenticated", reason="no_token")
-    claims = await tokens.inspect(token)
+    user, claims = await tokens.authenticate(session, token)
     request.state.token_claims = claims
-    return claims
+    request.state.user = user
+    return user, claims
+
+
+async def current_claims(
+    signed_in: Annotated[tuple[User, TokenClaims], Depends(current_session)],
+) -> TokenClaims:
+    """The valid, unrevoked token of the request; 401 otherwise."""
+    return signed_in[1]
 
 
 async def current_user(
-    request: Request,
-    session: SessionDep,
-    claims: Annotated[TokenClaims, Depends(current_claims)],
+    signed_in: Annotated[tuple[User, TokenClaims], Depends(current_session)],
 ) -> User:
     """The active user the token belongs to; 401 for unknown or deactivated accounts."""
-    user = await session.get(User, claims.user_id)
-    if user is None:
-        raise AuthenticationError("invalid token", reason="unknown_user", user_id=claims.user_id)
-    if not user.is_active:
-        raise AuthenticationError("account is deactivated", reason="deactivated", user_id=user.id)
-    request.state.user = user
-    return user
+    return signed_in[0]
 
 
 def require_roles(*roles: Role) -> Callable[..., Coroutine[Any, Any, User]]:

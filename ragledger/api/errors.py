@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 
 from ragledger.api.request_context import event_metadata
 from ragledger.events.access import AccessDenied
@@ -18,7 +19,12 @@ from ragledger.events.codec import CanonicalEncodingError
 from ragledger.events.errors import WrongExpectedVersionError
 from ragledger.schemas.errors import ErrorPublic, ValidationErrorPublic
 from ragledger.services.errors import AuthenticationError, DomainError, PermissionDeniedError
-from ragledger.services.security_events import record_security_event
+from ragledger.services.security_events import (
+    MAX_METHOD_CHARS,
+    MAX_PATH_CHARS,
+    cap,
+    source_address,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -99,17 +105,19 @@ async def _record_denial(
     request: Request, exc: AuthenticationError | PermissionDeniedError
 ) -> None:
     required = exc.required_roles if isinstance(exc, PermissionDeniedError) else ()
-    await record_security_event(
-        request.app.state.database.sessionmaker,
+    metadata = event_metadata(request)
+    # One event per source and window, with a count: bogus tokens are free to send.
+    await request.app.state.security_events.record(
         AccessDenied(
             user_id=exc.user_id,  # type: ignore[arg-type]
-            method=request.method,
-            path=request.url.path,
+            method=cap(request.method, MAX_METHOD_CHARS) or "",
+            path=cap(request.url.path, MAX_PATH_CHARS) or "",
             reason=exc.reason,
             status_code=exc.status_code,
             required_roles=required,
         ),
-        event_metadata(request),
+        metadata,
+        source=f"{source_address(metadata.client_ip)}|{exc.user_id or '-'}|{exc.reason}",
     )
 
 
@@ -138,6 +146,20 @@ async def unstorable_handler(_request: Request, exc: Exception) -> JSONResponse:
     return ErrorResponse({"detail": str(exc)}, status_code=422)
 
 
+async def unavailable_handler(_request: Request, exc: Exception) -> JSONResponse:
+    """A backing service (Redis) that cannot be reached is 503 with a JSON body, never 500.
+
+    Rate limits and the embedding cache fall back on their own while Redis is away and
+    revocation never needs it; this catches whatever use of Redis is left.
+    """
+    log.error("backing_service_unavailable", error=type(exc).__name__)
+    return ErrorResponse(
+        {"detail": "a backing service is unavailable; try again shortly"},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
+
+
 async def validation_handler(_request: Request, exc: Exception) -> JSONResponse:
     """Malformed JSON is 400; well-formed but invalid input is 422 with pydantic's errors."""
     assert isinstance(exc, RequestValidationError)
@@ -153,3 +175,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(WrongExpectedVersionError, conflict_handler)
     app.add_exception_handler(CanonicalEncodingError, unstorable_handler)
     app.add_exception_handler(RequestValidationError, validation_handler)
+    app.add_exception_handler(RedisError, unavailable_handler)

@@ -1,6 +1,6 @@
 """Rate limits per scope and identity, in Redis (shared by every process) or in memory.
 
-Each scope (`login_account`, `login_address`, `upload`, `questions`) has one rate, set
+Each scope (`login_account`, `login_address`, `upload`, `questions`, ...) has one rate, set
 as "N/period" in settings. Each identity (an account, an address, a user id) within a
 scope has its own sliding-window bucket from pyrate-limiter: a `RedisBucket` under the
 key `<prefix>:<scope>:<identity>` when REDIS_URL is set, an `InMemoryBucket` otherwise.
@@ -62,6 +62,11 @@ log = structlog.get_logger(__name__)
 DEFAULT_KEY_PREFIX = "ragledger:rl"
 # Where the caller keeps the app's RateLimits (`app.state.rate_limits`).
 APP_STATE_ATTRIBUTE = "rate_limits"
+# A Redis that does not answer (a host gone, packets dropped) must not hold a request for
+# the OS's connect timeout (minutes): one second, then the in-process fallback, and Redis
+# is tried again after REDIS_RETRY_AFTER_S. A healthy local Redis answers in under 1 ms.
+REDIS_TIMEOUT_S = 1.0
+REDIS_RETRY_AFTER_S = 5.0
 # The zset member name of a hit. A constant rather than the identity, so personal data
 # (an email address) appears once in the key, not again in every member.
 _ITEM_NAME = "hit"
@@ -77,6 +82,9 @@ class RateScope(StrEnum):
     LOGIN_ADDRESS = "login_address"
     UPLOAD = "upload"
     QUESTIONS = "questions"
+    SEARCH = "search"
+    RESET_REQUEST_ADDRESS = "reset_request_address"
+    RESET_REQUEST_ACCOUNT = "reset_request_account"
 
 
 # The setting holding each scope's rate.
@@ -85,6 +93,9 @@ SCOPE_SETTINGS: Mapping[RateScope, str] = {
     RateScope.LOGIN_ADDRESS: "rate_limit_login_per_address",
     RateScope.UPLOAD: "rate_limit_upload_per_user",
     RateScope.QUESTIONS: "rate_limit_questions_per_user",
+    RateScope.SEARCH: "rate_limit_search_per_user",
+    RateScope.RESET_REQUEST_ADDRESS: "rate_limit_reset_request_per_address",
+    RateScope.RESET_REQUEST_ACCOUNT: "rate_limit_reset_request_per_account",
 }
 
 _PERIODS_MS: Mapping[str, int] = {
@@ -152,9 +163,10 @@ class RateLimits:
     ) -> None:
         """Use Redis when given (shared by all processes), else in-process buckets.
 
-        `fail_open`: when Redis cannot be reached, let requests through (and log an
-        error) rather than fail them; an outage of Redis then costs rate limiting,
-        not logins.
+        `fail_open`: when Redis cannot be reached, count in this process's memory
+        instead (and log an error): an outage of Redis then makes the limits per
+        process, for as long as it lasts, but never switches them off (login
+        guessing) and never fails the request. Without it, the Redis error is raised.
         """
         if not rates:
             raise ValueError("RateLimits needs at least one scope")
@@ -169,6 +181,9 @@ class RateLimits:
         self._backend: _RedisBackend | _MemoryBackend = (
             _RedisBackend(redis) if redis is not None else _MemoryBackend()
         )
+        # Where hits are counted while Redis cannot be reached, and until when.
+        self._fallback = _MemoryBackend()
+        self._redis_retry_at = 0.0
 
     @classmethod
     def from_settings(
@@ -182,7 +197,15 @@ class RateLimits:
             except ValueError as exc:
                 raise ValueError(f"setting {field.upper()}: {exc}") from exc
         # from_url connects lazily; `prepare()` checks the server at start-up.
-        redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        redis = (
+            Redis.from_url(
+                settings.redis_url,
+                socket_connect_timeout=REDIS_TIMEOUT_S,
+                socket_timeout=REDIS_TIMEOUT_S,
+            )
+            if settings.redis_url
+            else None
+        )
         return cls(rates, redis=redis, key_prefix=key_prefix, owns_redis=True, fail_open=fail_open)
 
     @property
@@ -195,25 +218,46 @@ class RateLimits:
         return f"{self.key_prefix}:{scope}:{identity}"
 
     async def prepare(self) -> None:
-        """Reach the backend once (load the Lua script into Redis) so start-up fails fast."""
+        """Reach the backend once (load the Lua script into Redis).
+
+        An unreachable Redis fails start-up only without `fail_open`; with it, the app
+        starts and counts in memory until Redis answers (a restart during an outage
+        must not take the API down with it), and says so in the log.
+        """
         if isinstance(self._backend, _RedisBackend):
-            await self._backend.script_hash()
+            try:
+                await self._backend.script_hash()
+            except RedisError as exc:
+                if not self.fail_open:
+                    raise
+                log.error(
+                    "rate_limit_backend_unreachable_at_start",
+                    error=type(exc).__name__,
+                    fallback="memory",
+                )
+
+    async def _put(self, key: str, rate: Rate) -> Decision:
+        if self.fail_open and time.monotonic() < self._redis_retry_at:
+            # Redis failed a moment ago: do not make every request wait on it again.
+            return await self._fallback.put(key, rate)
+        try:
+            return await self._backend.put(key, rate)
+        except RedisError as exc:
+            self._redis_retry_at = time.monotonic() + REDIS_RETRY_AFTER_S
+            log.error(
+                "rate_limit_backend_error",
+                key_scope=key.removeprefix(self.key_prefix + ":").split(":", 1)[0],
+                error=type(exc).__name__,
+                fallback="memory" if self.fail_open else None,
+            )
+            if not self.fail_open:
+                raise
+            return await self._fallback.put(key, rate)
 
     async def hit(self, scope: str, identity: str) -> RateDecision:
         """Count one hit for the identity in the scope; never waits for a free slot."""
         rate = self._rate(scope)
-        try:
-            decision = await self._backend.put(self.key(scope, identity), rate)
-        except RedisError as exc:
-            log.error(
-                "rate_limit_backend_error",
-                scope=scope,
-                error=type(exc).__name__,
-                fail_open=self.fail_open,
-            )
-            if self.fail_open:
-                return RateDecision(allowed=True)
-            raise
+        decision = await self._put(self.key(scope, identity), rate)
         if decision.allowed:
             return RateDecision(allowed=True)
         return RateDecision(allowed=False, retry_after_s=_retry_after_s(decision, rate))
@@ -237,6 +281,7 @@ class RateLimits:
     async def reset(self, scope: str, identity: str) -> None:
         """Forget the identity's hits in the scope (an admin lifting a lockout, tests)."""
         self._rate(scope)
+        await self._fallback.reset(self.key(scope, identity))
         await self._backend.reset(self.key(scope, identity))
 
     async def aclose(self) -> None:

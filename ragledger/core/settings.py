@@ -149,6 +149,31 @@ class Settings(BaseSettings):
     rate_limit_login_per_address: str = "30/15minute"
     rate_limit_upload_per_user: str = "60/hour"
     rate_limit_questions_per_user: str = "30/minute"
+    # A search embeds the query and appends an event, like a question without the LLM:
+    # twice the question rate, since searching is cheaper and people refine queries.
+    rate_limit_search_per_user: str = "60/minute"
+    # forgot-password is public and sends mail: per address (shared behind NAT, so
+    # looser) and per email address asked about (whether or not it has an account).
+    rate_limit_reset_request_per_address: str = "20/hour"
+    rate_limit_reset_request_per_account: str = "5/hour"
+    password_reset_mail_interval_s: int = Field(
+        default=900,
+        ge=1,
+        description=(
+            "At most one reset mail per account in this many seconds, however often it is "
+            "asked for (no mail bombing). A reset token lives for an hour, so one mail in "
+            "15 minutes leaves the owner a working token."
+        ),
+    )
+    security_event_window_s: int = Field(
+        default=60,
+        ge=1,
+        description=(
+            "Repeated denials and rate-limit refusals from one source are recorded once "
+            "per window, the first at once, then one event with the count of the ones held "
+            "back. Longer: a smaller ledger under attack, coarser timing in the record."
+        ),
+    )
 
     # Ingestion and embeddings.
     embedding_model: str = Field(

@@ -144,6 +144,9 @@ class AccessDenied:
     reason: str
     status_code: int
     required_roles: tuple[str, ...] = ()
+    # How many denials from the same source this event stands for: itself and those
+    # held back since the last one recorded (services/security_events.py).
+    count: int = 1
 
 
 @event_type
@@ -157,3 +160,5 @@ class RateLimitExceeded:
     retry_after_s: int
     user_id: UUID | None = None
     email: str | None = None
+    # How many refusals from the same source this event stands for (see AccessDenied).
+    count: int = 1

@@ -221,15 +221,18 @@ class AnomalyDetectorReactor(Reactor):
             subjects.append((rules.address_subject(client_ip), 1))
         found: list[Finding | None] = []
         window_s = settings.anomaly_auth_window_s
+        # An aggregated AccessDenied stands for `count` denials from its source.
+        size = max(int(getattr(event, "count", 1) or 1), 1)
         for subject, is_address in subjects:
-            await self._signal(session, AUTH_FAILURE, subject, recorded)
-            positions, _total = await self._window(
+            await self._signal(session, AUTH_FAILURE, subject, recorded, size=size)
+            positions, total = await self._window(
                 session, AUTH_FAILURE, subject, recorded, window_s
             )
             found.append(
                 rules.repeated_auth_failures(
                     subject=subject,
                     positions=positions,
+                    count=total,
                     threshold=(
                         settings.anomaly_auth_failures_per_address
                         if is_address

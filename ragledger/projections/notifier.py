@@ -182,6 +182,10 @@ class NotifierReactor(Reactor):
                     body=mail.text,
                     html=mail.html,
                     headers=mail.headers,
+                    kind="anomaly_alert",
+                    # An alert names ids and counts only, no secret: without a mail
+                    # server the log is where an operator reads it.
+                    log_body=True,
                 )
             except Exception as exc:
                 await self._mark_failed(engine, detected, attempt_number, exc, metadata)

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi_users import schemas
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, SecretStr, StringConstraints
 
 from ragledger.models.users import Role
 
@@ -28,6 +28,13 @@ class UserPublic(BaseModel):
     is_active: bool
     is_verified: bool
     created_at: datetime
+
+
+class ForgotPasswordCreate(BaseModel):
+    """Ask for a reset mail (the body fastapi-users' own route took)."""
+
+    # EmailStr (email-validator) bounds the length and refuses control characters.
+    email: EmailStr
 
 
 class UserCreate(BaseModel):

@@ -127,10 +127,19 @@ def question_rate(
 
 
 def repeated_auth_failures(
-    *, subject: str, positions: Sequence[int], threshold: int, window_s: int
+    *,
+    subject: str,
+    positions: Sequence[int],
+    threshold: int,
+    window_s: int,
+    count: int | None = None,
 ) -> Finding | None:
-    """Rule (b): at least `threshold` failed logins or denials for one account or address."""
-    count = len(positions)
+    """Rule (b): at least `threshold` failed logins or denials for one account or address.
+
+    `count` is the number of failures the events at `positions` stand for (an
+    aggregated AccessDenied counts the denials it summarizes); default one each.
+    """
+    count = len(positions) if count is None else count
     if count < threshold:
         return None
     what = "address" if subject.startswith("address:") else "account"

@@ -1,7 +1,10 @@
 """Outgoing mail through fastapi-mail; without a mail server, mail goes to the log.
 
-Nothing is silently dropped: with no MAIL_SERVER configured, the whole message is
-logged at WARNING so that a developer (or an operator reading logs) still gets it.
+Nothing is silently dropped: with no MAIL_SERVER configured, the message is logged at
+WARNING (recipients, subject and kind) so that a developer or an operator still sees it.
+Its body is logged only when the caller says it may be (`log_body=True`, as for anomaly
+alerts): a reset or verification mail carries a token that works for whoever reads the
+log, so such a body never reaches it.
 A message that the server refuses, or a server that cannot be reached, raises
 MailDeliveryError: callers decide whether to retry (the notifier does, with backoff).
 """
@@ -72,10 +75,25 @@ class Mailer:
         body: str,
         html: str | None = None,
         headers: Mapping[str, str] | None = None,
+        kind: str = "mail",
+        log_body: bool = False,
     ) -> MailResult:
-        """Send one message (text `body`, and `html` as its alternative); returns how it left."""
+        """Send one message (text `body`, and `html` as its alternative); returns how it left.
+
+        Without a mail server the message goes to the log: recipients, subject and
+        `kind` always, the body only with `log_body` (never for a body with a secret).
+        """
         if self._client is None:
-            log.warning("mail_logged_no_smtp", to=to, subject=subject, body=body)
+            if log_body:
+                log.warning("mail_logged_no_smtp", kind=kind, to=to, subject=subject, body=body)
+            else:
+                log.warning(
+                    "mail_logged_no_smtp",
+                    kind=kind,
+                    to=to,
+                    subject=subject,
+                    body="(withheld: it carries a secret; configure MAIL_SERVER to deliver it)",
+                )
             return MailResult("log")
         if html is None:
             message = MessageSchema(

@@ -8,6 +8,7 @@ import hashlib
 import numpy as np
 import structlog
 from fastapi_cache import FastAPICache
+from redis.exceptions import RedisError
 
 from ragledger.services.embedding import Embedder
 
@@ -27,11 +28,19 @@ async def embed_query(embedder: Embedder, text: str, *, ttl_s: int) -> tuple[np.
     backend = FastAPICache._backend
     key = cache_key(model, text, prefix=FastAPICache.get_prefix() if backend else "")
     if backend is not None:
-        cached = await backend.get(key)
+        try:
+            cached = await backend.get(key)
+        except RedisError as exc:
+            # A cache that cannot be reached is a miss, not a failed question.
+            log.warning("query_embedding_cache_unavailable", error=type(exc).__name__)
+            backend, cached = None, None
         if cached:
             raw = cached if isinstance(cached, bytes) else str(cached).encode()
             return np.frombuffer(base64.b64decode(raw), dtype="<f4").copy(), True
     vector = (await embedder.embed([text]))[0]
     if backend is not None and ttl_s > 0:
-        await backend.set(key, base64.b64encode(vector.astype("<f4").tobytes()), expire=ttl_s)
+        try:
+            await backend.set(key, base64.b64encode(vector.astype("<f4").tobytes()), expire=ttl_s)
+        except RedisError as exc:
+            log.warning("query_embedding_cache_unavailable", error=type(exc).__name__)
     return vector, False

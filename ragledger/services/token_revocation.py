@@ -1,80 +1,37 @@
-"""Revoked token ids, kept until the token would have expired anyway.
+"""Revoked (logged-out) tokens, in PostgreSQL, until the token would have expired anyway.
 
-Why a revocation list and not fastapi-users' database strategy: tokens stay stateless
-JWTs, so verifying one costs no database round trip of its own (we already load the
-user row to check `is_active`, which is what makes deactivation immediate); logout adds
-one Redis key per token that expires with the token, so the list never grows beyond
-the tokens still alive. With REDIS_URL unset (one process, development) the list is
-in memory.
+Revocation used to be a Redis key per token, so a Redis restart without persistence,
+or a FLUSHDB, made every logged-out token work again. Now the logout writes a row of
+`revoked_tokens` in the transaction that appends its `UserLoggedOut` event, and the
+check rides on the query that loads the token's account (`TokenService.authenticate`):
+no extra round trip, so a Redis cache in front would save nothing, and Redis plays no
+part in revocation. The table holds only tokens still alive: each logout prunes the
+expired rows (an index on `expires_at` keeps that cheap).
 """
 
 from __future__ import annotations
 
-import time
-from typing import Protocol
+import uuid
+from datetime import UTC, datetime
 
-import redis.asyncio as redis
+from sqlalchemy import delete, func
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
-
-class TokenRevocations(Protocol):
-    """Where revoked token ids are kept."""
-
-    async def revoke(self, token_id: str, expires_at: float) -> None:
-        """Refuse `token_id` until `expires_at` (Unix seconds)."""
-
-    async def is_revoked(self, token_id: str) -> bool:
-        """Whether `token_id` was revoked."""
-
-    async def aclose(self) -> None:
-        """Release connections."""
+from ragledger.models.users import RevokedTokenRow
 
 
-class RedisTokenRevocations:
-    """Revocations shared by every process through Redis keys with a TTL."""
-
-    def __init__(self, client: redis.Redis, *, prefix: str = "ragledger:revoked:") -> None:
-        self._client = client
-        self._prefix = prefix
-
-    async def revoke(self, token_id: str, expires_at: float) -> None:
-        """Set a key that expires with the token."""
-        ttl = max(int(expires_at - time.time()) + 1, 1)
-        await self._client.set(self._prefix + token_id, b"1", ex=ttl)
-
-    async def is_revoked(self, token_id: str) -> bool:
-        """One Redis EXISTS."""
-        return bool(await self._client.exists(self._prefix + token_id))
-
-    async def aclose(self) -> None:
-        """Close the Redis client."""
-        await self._client.aclose()
-
-
-class MemoryTokenRevocations:
-    """Revocations of a single process (no REDIS_URL)."""
-
-    def __init__(self) -> None:
-        self._revoked: dict[str, float] = {}
-
-    async def revoke(self, token_id: str, expires_at: float) -> None:
-        """Remember the id; forget expired ones on the way."""
-        now = time.time()
-        self._revoked = {k: v for k, v in self._revoked.items() if v > now}
-        self._revoked[token_id] = expires_at
-
-    async def is_revoked(self, token_id: str) -> bool:
-        """Whether the id was revoked and its token has not expired."""
-        expires_at = self._revoked.get(token_id)
-        return expires_at is not None and expires_at > time.time()
-
-    async def aclose(self) -> None:
-        """Nothing to release."""
-
-
-def create_token_revocations(
-    redis_url: str | None, *, prefix: str = "ragledger:"
-) -> TokenRevocations:
-    """Redis-backed when a URL is configured, in memory otherwise."""
-    if redis_url:
-        return RedisTokenRevocations(redis.Redis.from_url(redis_url), prefix=f"{prefix}revoked:")
-    return MemoryTokenRevocations()
+async def revoke_token(
+    session: AsyncSession, *, token_id: str, user_id: uuid.UUID, expires_at: float
+) -> None:
+    """Refuse `token_id` from this transaction's commit until `expires_at` (Unix seconds)."""
+    await session.execute(delete(RevokedTokenRow).where(RevokedTokenRow.expires_at < func.now()))
+    await session.execute(
+        insert(RevokedTokenRow)
+        .values(
+            token_id=token_id,
+            user_id=user_id,
+            expires_at=datetime.fromtimestamp(expires_at, tz=UTC),
+        )
+        .on_conflict_do_nothing(index_elements=[RevokedTokenRow.token_id])
+    )

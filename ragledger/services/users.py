@@ -12,7 +12,7 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from fastapi_users.password import PasswordHelper
 from sqlalchemy import func, select
@@ -66,6 +66,15 @@ class UserView:
     created_at: datetime
 
 
+def end_sessions(user: User) -> None:
+    """Refuse every token issued to `user` until now (password reset, deactivation).
+
+    The application's clock, as the tokens' `iat` is: hosts must keep their clocks in
+    step (NTP), or a token issued just before on a host that runs behind survives.
+    """
+    user.tokens_valid_after = datetime.now(UTC)
+
+
 def to_view(user: User) -> UserView:
     """The dataclass view of a row."""
     return UserView(
@@ -112,7 +121,9 @@ def validate_password(password: str, *, min_length: int, email: str) -> None:
         raise InvalidInputError("password must be valid Unicode text") from None
     local = email.split("@", 1)[0].lower()
     if len(local) >= 4 and local in password.lower():
-        raise InvalidInputError("password must not contain the email address")
+        raise InvalidInputError(
+            "password must not contain the part of your email address before the @"
+        )
 
 
 def parse_role(role: str) -> Role:
@@ -243,6 +254,8 @@ async def update_user(
             if user.role == Role.ADMIN.value and await _active_admins(session) <= 1:
                 raise ConflictError("cannot deactivate the last active admin")
             events.append(UserDeactivated(user.id, actor_id))
+            # Reactivating later must not revive the tokens the account had.
+            end_sessions(user)
         else:
             events.append(UserReactivated(user.id, actor_id))
         user.is_active = is_active

@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from ragledger.events import store
 from ragledger.schemas.pagination import MAX_PAGE
-from tests.e2e.conftest import PASSWORD, Account, login, make_account
+from tests.e2e.conftest import PASSWORD, login, make_account
 from tests.e2e.test_schema_fuzz import assert_documented
 from tests.loop_lag import loop_lag_during
 
@@ -115,21 +115,6 @@ async def test_logins_check_passwords_off_the_event_loop(db, client) -> None:
     assert lag.max_lag_s < 0.75 * one_check_s, (lag.max_lag_s, one_check_s)
 
 
-async def test_a_forgotten_password_is_fingerprinted_off_the_event_loop(db, client) -> None:
-    """The public forgot-password route hashes with argon2 too; the loop keeps going."""
-    account = await make_account(db, "lena@example.com", "employee")
-    body = {"email": account.email}
-    assert (await client.post("/api/v1/auth/forgot-password", json=body)).status_code == 202
-    one_check_s = _one_argon2_check_s()
-    lag = await loop_lag_during(
-        asyncio.gather(*(client.post("/api/v1/auth/forgot-password", json=body) for _ in range(3)))
-    )
-    assert [r.status_code for r in lag.result] == [202, 202, 202]
-    assert len(await _events(db, "PasswordResetRequested")) == 4
-    assert lag.wakeups >= 5
-    assert lag.max_lag_s < 0.75 * one_check_s, (lag.max_lag_s, one_check_s)
-
-
 async def test_a_nul_in_the_username_is_an_ordinary_failed_login(db, client) -> None:
     # Found by tests/e2e/test_schema_fuzz.py: the NUL reached PostgreSQL, which refused
     # it (a 500). Now no account matches, and the attempt is recorded like any other.
@@ -186,23 +171,6 @@ async def test_logout_revokes_the_token(db, client, accounts) -> None:
     # A new login gives a new, working token.
     await login(client, employee)
     assert (await client.get("/api/v1/users/me", headers=employee.headers)).status_code == 200
-
-
-async def test_logout_is_shared_through_redis(app, db, client, accounts, settings) -> None:
-    """Another process (another TokenService on the same Redis) sees the revocation."""
-    from ragledger.services.token_revocation import create_token_revocations
-    from ragledger.services.tokens import TokenService
-
-    employee = accounts["employee"]
-    await client.post("/api/v1/auth/jwt/logout", headers=employee.headers)
-    other = TokenService(
-        secret=settings.resolved_secret_key(),
-        lifetime_s=3600,
-        revocations=create_token_revocations(settings.redis_url, prefix=settings.redis_key_prefix),
-    )
-    with pytest.raises(Exception, match="token revoked"):
-        await other.inspect(employee.token)
-    await other.revocations.aclose()
 
 
 @pytest.mark.parametrize(
@@ -287,6 +255,7 @@ async def test_wrong_role_is_403_and_recorded(db, client, accounts) -> None:
         "reason": "role",
         "status_code": 403,
         "required_roles": ["admin"],
+        "count": 1,
     }
     assert event["metadata"]["actor_role"] == "auditor"
 
@@ -628,31 +597,6 @@ async def test_self_registration_is_off_by_default(client) -> None:
         "/api/v1/auth/register", json={"email": "a@b.co", "password": PASSWORD}
     )
     assert response.status_code == 404
-
-
-async def test_forgot_password_mails_a_token_and_reset_works(db, client, accounts, capsys) -> None:
-    from ragledger.core.logging import configure_logging
-
-    configure_logging(level="INFO", fmt="json")
-    response = await client.post("/api/v1/auth/forgot-password", json={"email": "emma@example.com"})
-    assert response.status_code == 202
-    unknown = await client.post("/api/v1/auth/forgot-password", json={"email": "ghost@example.com"})
-    assert unknown.status_code == 202
-    logs = capsys.readouterr().err + capsys.readouterr().out
-    assert "mail_logged_no_smtp" in logs
-    import json as _json
-
-    mail = next(_json.loads(line) for line in logs.splitlines() if "mail_logged_no_smtp" in line)
-    token = mail["body"].split("\n\n")[1].strip()
-    new_password = "a brand new passphrase"
-    reset = await client.post(
-        "/api/v1/auth/reset-password", json={"token": token, "password": new_password}
-    )
-    assert reset.status_code == 200, reset.text
-    account = Account(accounts["employee"].id, "emma@example.com", "employee", new_password)
-    await login(client, account)
-    assert len(await _events(db, "PasswordResetRequested")) == 1
-    assert len(await _events(db, "PasswordReset")) == 1
 
 
 @pytest.mark.parametrize(

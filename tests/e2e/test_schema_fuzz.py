@@ -126,6 +126,9 @@ def settings(settings, fake_openai, monkeypatch):
             "rate_limit_login_per_address": unlimited,
             "rate_limit_upload_per_user": unlimited,
             "rate_limit_questions_per_user": unlimited,
+            "rate_limit_search_per_user": unlimited,
+            "rate_limit_reset_request_per_address": unlimited,
+            "rate_limit_reset_request_per_account": unlimited,
         }
     )
 

@@ -206,3 +206,17 @@ async def test_the_anomalies_list_rebuilds_to_the_same_rows(db, settings) -> Non
     assert await rows() == []
     assert await run_until_caught_up(db.engine, AnomaliesProjection())
     assert await rows() == before
+
+
+async def test_an_aggregated_denial_counts_as_the_denials_it_stands_for(db, settings) -> None:
+    # Repeated denials from one source are recorded once per window with a count
+    # (services/security_events.py): the rule adds the counts, not the events.
+    bogus = AccessDenied(None, "GET", "/api/v1/users/me", "token_malformed", 401)
+    await _append(db, SECURITY_STREAM, [bogus], IP)
+    assert await _detect(db, settings) == []
+    held_back = AccessDenied(None, "GET", "/api/v1/users/me", "token_malformed", 401, count=9)
+    await _append(db, SECURITY_STREAM, [held_back], IP)
+    (found,) = await _detect(db, settings)
+    assert found["rule"] == "repeated_auth_failures"
+    assert found["subject"] == "address:198.51.100.4"
+    assert found["summary"].startswith("10 failed logins or denied requests")

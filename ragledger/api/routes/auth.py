@@ -99,7 +99,8 @@ async def logout(
     claims: Annotated[TokenClaims, Depends(current_claims)],
 ) -> Response:
     """Revoke the token used for this request (any signed-in user)."""
-    await tokens.revoke(claims)
+    # In the transaction of the UserLoggedOut event: both are recorded, or neither.
+    await tokens.revoke(session, claims)
     await store.append(
         session,
         user_stream(user.id),

@@ -191,7 +191,11 @@ async def ask(
     )
 
 
-@router.post("/search", response_model=SearchPublic, responses=error_responses(*BODY_ERRORS, 401))
+@router.post(
+    "/search",
+    response_model=SearchPublic,
+    responses=error_responses(*BODY_ERRORS, 401, described={429: "Search rate limit"}),
+)
 async def search(
     request: Request,
     body: SearchCreate,
@@ -200,6 +204,8 @@ async def search(
     user: EmployeeUser,
 ) -> SearchPublic:
     """Search the documents you may read, without asking the model (employee and up)."""
+    # Each search embeds the query and appends an event: limited like questions.
+    await request.app.state.rate_limits.enforce(request, RateScope.SEARCH, str(user.id))
     reader = reader_of(user)
     query, top_k, _ids = await validate_question(
         session,

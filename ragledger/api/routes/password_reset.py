@@ -1,0 +1,40 @@
+"""forgot-password: rate-limited, answered at once, the same for every address."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response, status
+
+from ragledger.api.errors import BODY_ERRORS, error_responses
+from ragledger.api.rate_limits import RateScope
+from ragledger.api.request_context import client_ip, event_metadata
+from ragledger.schemas.users import ForgotPasswordCreate
+from ragledger.services.password_reset import send_reset_mail
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+@router.post(
+    "/forgot-password",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=error_responses(*BODY_ERRORS, described={429: "Too many reset requests"}),
+)
+async def forgot_password(request: Request, body: ForgotPasswordCreate) -> Response:
+    """Mail a reset token if an active account has this address (public)."""
+    email = str(body.email)
+    limits = request.app.state.rate_limits
+    await limits.enforce(request, RateScope.RESET_REQUEST_ADDRESS, client_ip(request))
+    await limits.enforce(request, RateScope.RESET_REQUEST_ACCOUNT, email.casefold())
+    state = request.app.state
+    # Answered before anything depends on the address: the lookup, the argon2
+    # fingerprint and the mail happen afterwards, so no timing tells accounts apart.
+    state.background.spawn(
+        send_reset_mail(
+            sessionmaker=state.database.sessionmaker,
+            mailer=state.mailer,
+            settings=state.settings,
+            email=email,
+            metadata=event_metadata(request),
+        ),
+        name="password-reset-mail",
+    )
+    return Response(status_code=status.HTTP_202_ACCEPTED)
