@@ -29,7 +29,7 @@ from ragledger.events.questions import (
 from ragledger.events.registry import registry
 from ragledger.services.documents import Reader
 from ragledger.services.errors import NotFoundError, PermissionDeniedError
-from ragledger.services.prompting import ContextBlock, build_prompt
+from ragledger.services.prompting import ContextBlock, build_prompt, build_prompt_v1
 
 
 @dataclass(slots=True)
@@ -117,8 +117,12 @@ async def load_provenance(
             if c["text"] is not None
         ]
         if len(blocks) == len(result.context):
-            rebuilt = build_prompt(result.question, blocks)
-            result.prompt_verified = rebuilt.sha256 == result.prompt_sha256
+            rebuilt = build_prompt(result.question, blocks, question_id=result.question_id)
+            # Answers recorded before the tagged layout were prompted with the old one.
+            result.prompt_verified = result.prompt_sha256 in {
+                rebuilt.sha256,
+                build_prompt_v1(result.question, blocks).sha256,
+            }
     result.events.sort(key=lambda e: e.position)
     return result
 
