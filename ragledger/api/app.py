@@ -50,6 +50,7 @@ from ragledger.projections.registry import all_subscribers
 from ragledger.projections.runner import SubscriberRunner, runner_config
 from ragledger.schemas.users import FastAPIUsersCreate, FastAPIUsersRead
 from ragledger.services.embedding import close_embedders
+from ragledger.services.interrupted_answers import sweep_interrupted_answers
 from ragledger.services.ledger_audit import scheduled_digests
 from ragledger.services.local_llm import close_local_llm, get_local_llm, register_local_llm
 from ragledger.services.mail import Mailer
@@ -97,10 +98,16 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
                 database.engine, all_subscribers(settings), runner_config(settings)
             )
             runner_task = asyncio.create_task(runner.run(), name="subscriber-runner")
-            digests_task = asyncio.create_task(
-                scheduled_digests(database.sessionmaker, app.state.signer, settings),
-                name="scheduled-digests",
-            )
+            background = [
+                asyncio.create_task(
+                    scheduled_digests(database.sessionmaker, app.state.signer, settings),
+                    name="scheduled-digests",
+                ),
+                asyncio.create_task(
+                    sweep_interrupted_answers(database.sessionmaker, settings),
+                    name="interrupted-answers",
+                ),
+            ]
         app.state.shutdown = ShutdownSignal()
         app.state.shutdown.install()
         loop_lag = asyncio.create_task(monitor_event_loop_lag(), name="event-loop-lag")
@@ -119,9 +126,9 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
             if runner is not None and runner_task is not None:
                 runner.stop()
                 await runner_task
-                digests_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await digests_task
+                for task in background:
+                    task.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
             if warm_llm is not None:
                 warm_llm.cancel()
                 with contextlib.suppress(BaseException):
