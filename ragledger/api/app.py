@@ -129,14 +129,21 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
                 for task in background:
                     task.cancel()
                 await asyncio.gather(*background, return_exceptions=True)
+            # A warm-up still loading is abandoned, not waited for: the first start's
+            # load takes tens of seconds and SIGTERM must not (issue 14, item 17). Its
+            # daemon thread ends with the process; the model cache it may be writing is
+            # published by rename only when complete.
+            warming = warm_llm is not None and not warm_llm.done()
             if warm_llm is not None:
                 warm_llm.cancel()
                 with contextlib.suppress(BaseException):
                     await warm_llm
-                await close_local_llm()
+                if warming:
+                    log.info("warm_up_abandoned", model=settings.llm_model)
+                await close_local_llm(wait=False)
             if cache_redis is not None:
                 await cache_redis.aclose()
-            await close_embedders()
+            await close_embedders(wait=False)
             await limits.aclose()
             await app.state.tokens.revocations.aclose()
             await database.dispose()
