@@ -48,6 +48,7 @@ from ragledger.core.settings import Settings, get_settings
 from ragledger.events.access import RateLimitExceeded
 from ragledger.projections.registry import all_subscribers
 from ragledger.projections.runner import SubscriberRunner, runner_config
+from ragledger.projections.subscriber_alerts import watch_subscribers
 from ragledger.schemas.users import FastAPIUsersCreate, FastAPIUsersRead
 from ragledger.services.embedding import close_embedders
 from ragledger.services.interrupted_answers import sweep_interrupted_answers
@@ -106,6 +107,10 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
                 asyncio.create_task(
                     sweep_interrupted_answers(database.sessionmaker, settings),
                     name="interrupted-answers",
+                ),
+                asyncio.create_task(
+                    watch_subscribers(database.sessionmaker, settings),
+                    name="subscriber-alerts",
                 ),
             ]
         app.state.shutdown = ShutdownSignal()

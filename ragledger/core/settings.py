@@ -301,7 +301,7 @@ class Settings(BaseSettings):
     # under a minute here; 2 GiB of address space is far above what pypdf and lxml need
     # for such a file (the interpreter and its imports take ~100 MiB of it).
     extraction_timeout_s: float = Field(default=120.0, gt=0)
-    extraction_memory_bytes: int = Field(default=2 * 1024**3, ge=64 * 1024**2)
+    extraction_memory_bytes: int = Field(default=2 * 1024**3, ge=128 * 1024**2)
     # A subscriber failing this many times in a row at one event, or this many events
     # behind the head with no progress for SUBSCRIBER_STALL_ALERT_S, raises an anomaly
     # (rule subscriber_stuck) that the notifier mails to admins, once per incident.
