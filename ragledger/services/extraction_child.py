@@ -20,7 +20,11 @@ def main(argv: list[str]) -> int:
     """Extract the document on stdin under the memory limit; print the outcome as JSON."""
     memory_bytes, max_decompressed_bytes, max_chars = (int(a) for a in argv[:3])
     content_type = argv[3]
-    # After the imports (about 100 MiB of address space), before the document's bytes.
+    # After the imports (about 100 MiB of address space), before the document's bytes;
+    # never above a hard limit the process already has (a container's).
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        memory_bytes = min(memory_bytes, hard)
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     try:
         data = sys.stdin.buffer.read()
