@@ -139,6 +139,8 @@ def run_runner(
     from ragledger.core.metrics import monitor_event_loop_lag
     from ragledger.projections.registry import all_subscribers
     from ragledger.projections.runner import SubscriberRunner, runner_config
+    from ragledger.projections.subscriber_alerts import watch_subscribers
+    from ragledger.services.interrupted_answers import sweep_interrupted_answers
     from ragledger.services.ledger_audit import scheduled_digests
     from ragledger.services.signing import DigestSigner
 
@@ -156,6 +158,8 @@ def run_runner(
             loop.add_signal_handler(sig, runner.stop)
         background = [
             asyncio.create_task(scheduled_digests(database.sessionmaker, signer, settings)),
+            asyncio.create_task(sweep_interrupted_answers(database.sessionmaker, settings)),
+            asyncio.create_task(watch_subscribers(database.sessionmaker, settings)),
             asyncio.create_task(monitor_event_loop_lag()),
         ]
         try:

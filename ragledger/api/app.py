@@ -51,8 +51,10 @@ from ragledger.core.settings import Settings, get_settings
 from ragledger.events.access import RateLimitExceeded
 from ragledger.projections.registry import all_subscribers
 from ragledger.projections.runner import SubscriberRunner, runner_config
+from ragledger.projections.subscriber_alerts import watch_subscribers
 from ragledger.schemas.users import FastAPIUsersCreate, FastAPIUsersRead
 from ragledger.services.embedding import close_embedders
+from ragledger.services.interrupted_answers import sweep_interrupted_answers
 from ragledger.services.ledger_audit import scheduled_digests
 from ragledger.services.local_llm import close_local_llm, get_local_llm, register_local_llm
 from ragledger.services.mail import Mailer
@@ -126,10 +128,20 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
                 database.engine, all_subscribers(settings), runner_config(settings)
             )
             runner_task = asyncio.create_task(runner.run(), name="subscriber-runner")
-            digests_task = asyncio.create_task(
-                scheduled_digests(database.sessionmaker, app.state.signer, settings),
-                name="scheduled-digests",
-            )
+            background = [
+                asyncio.create_task(
+                    scheduled_digests(database.sessionmaker, app.state.signer, settings),
+                    name="scheduled-digests",
+                ),
+                asyncio.create_task(
+                    sweep_interrupted_answers(database.sessionmaker, settings),
+                    name="interrupted-answers",
+                ),
+                asyncio.create_task(
+                    watch_subscribers(database.sessionmaker, settings),
+                    name="subscriber-alerts",
+                ),
+            ]
         app.state.shutdown = ShutdownSignal()
         app.state.shutdown.install()
         loop_lag = asyncio.create_task(monitor_event_loop_lag(), name="event-loop-lag")
@@ -157,17 +169,24 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
             if runner is not None and runner_task is not None:
                 runner.stop()
                 await runner_task
-                digests_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await digests_task
+                for task in background:
+                    task.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
+            # A warm-up still loading is abandoned, not waited for: the first start's
+            # load takes tens of seconds and SIGTERM must not (issue 14, item 17). Its
+            # daemon thread ends with the process; the model cache it may be writing is
+            # published by rename only when complete.
+            warming = warm_llm is not None and not warm_llm.done()
             if warm_llm is not None:
                 warm_llm.cancel()
                 with contextlib.suppress(BaseException):
                     await warm_llm
-                await close_local_llm()
+                if warming:
+                    log.info("warm_up_abandoned", model=settings.llm_model)
+                await close_local_llm(wait=False)
             if cache_redis is not None:
                 await cache_redis.aclose()
-            await close_embedders()
+            await close_embedders(wait=False)
             await limits.aclose()
             await database.dispose()
             if settings.uses_embedded_database:

@@ -333,6 +333,28 @@ class Settings(BaseSettings):
     # takes over within this many seconds after the active one dies.
     runner_standby_retry_s: float = Field(default=2.0, gt=0)
 
+    # Crashes and stuck work (README: "Crashes and stuck work").
+    # A question with no outcome after LLM_TIMEOUT_S plus this margin was cut off by a
+    # crash: the margin covers retrieval, the appends and the shutdown grace.
+    interrupted_answer_margin_s: float = Field(default=60.0, ge=0)
+    interrupted_answer_sweep_interval_s: float = Field(default=60.0, gt=0)
+    # 8 attempts with the runner's doubling backoff (0.5 s ... 30 s) span about 90 s:
+    # long enough for a remote embedding model's blip, short enough that one poisoned
+    # upload does not hold every later one for long.
+    ingestion_max_attempts: int = Field(default=8, ge=1)
+    # Extraction runs in a child process with these limits. A 50 MiB PDF parses in well
+    # under a minute here; 2 GiB of address space is far above what pypdf and lxml need
+    # for such a file (the interpreter and its imports take ~100 MiB of it).
+    extraction_timeout_s: float = Field(default=120.0, gt=0)
+    extraction_memory_bytes: int = Field(default=2 * 1024**3, ge=128 * 1024**2)
+    # A subscriber failing this many times in a row at one event, or this many events
+    # behind the head with no progress for SUBSCRIBER_STALL_ALERT_S, raises an anomaly
+    # (rule subscriber_stuck) that the notifier mails to admins, once per incident.
+    subscriber_failure_alert_count: int = Field(default=5, ge=1)
+    subscriber_lag_alert_events: int = Field(default=10_000, ge=1)
+    subscriber_stall_alert_s: float = Field(default=300.0, gt=0)
+    subscriber_health_interval_s: float = Field(default=60.0, gt=0)
+
     @model_validator(mode="after")
     def _check_secret_key(self) -> Settings:
         # `SECRET_KEY=` (empty) would sign every token with an empty key; a short one is

@@ -7,7 +7,9 @@ reactor's checkpoint: a crash re-does the work, never records it twice.
 
 Extraction and chunking failures are the document's fault and end as
 DocumentIngestionFailed with a reason a person can act on. Embedding failures (a remote
-model down) are the platform's: the reactor raises, and the runner retries with backoff.
+model down) are the platform's: the reactor raises, and the runner retries with backoff,
+INGESTION_MAX_ATTEMPTS times in a row at most; then the upload is recorded as failed
+(stage `ingest`) and the uploads behind it go on.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from ragledger.events.registry import registry
 from ragledger.projections.subscriber import Reactor
 from ragledger.services.chunking import Chunk, chunk_document
 from ragledger.services.embedding import Embedder, get_embedder
-from ragledger.services.extraction import ExtractionError, extract_text
+from ragledger.services.extraction import ExtractionError
+from ragledger.services.extraction_isolated import extract_text_isolated
 
 log = structlog.get_logger(__name__)
 
@@ -102,12 +105,15 @@ class IngestionReactor(Reactor):
             return
         settings = self._settings
         try:
-            extracted = await asyncio.to_thread(
-                extract_text,
+            # In a child process with a time and a memory limit: a hostile file
+            # fails on its own instead of stalling every upload behind it.
+            extracted = await extract_text_isolated(
                 content,
                 uploaded.content_type,
                 max_decompressed_bytes=settings.max_decompressed_bytes,
                 max_chars=settings.max_extracted_chars,
+                timeout_s=settings.extraction_timeout_s,
+                memory_bytes=settings.extraction_memory_bytes,
             )
         except ExtractionError as exc:
             await self._fail(session, stream, uploaded, "extract", str(exc), metadata)
@@ -194,6 +200,27 @@ class IngestionReactor(Reactor):
             extract_ms=round(extracted_ms, 1),
             chunk_ms=round(chunked_ms, 1),
             embed_ms=round(embedded_ms, 1),
+        )
+
+    def max_attempts(self) -> int | None:
+        """INGESTION_MAX_ATTEMPTS: then the upload is recorded as failed and the next goes on."""
+        return self._settings.ingestion_max_attempts
+
+    async def give_up(
+        self, session: AsyncSession, recorded: RecordedEvent, cause: BaseException, attempts: int
+    ) -> None:
+        """Record DocumentIngestionFailed (stage `ingest`) for an upload that kept failing."""
+        uploaded = registry.decode(recorded)
+        assert isinstance(uploaded, DocumentUploaded)
+        metadata = EventMetadata(
+            actor_id="system:ingestion",
+            actor_role="system",
+            correlation_id=recorded.metadata.get("correlation_id"),
+            causation_id=str(recorded.event_id),
+        )
+        reason = f"ingestion failed {attempts} times in a row; last error: {cause!r}"
+        await self._fail(
+            session, document_stream(uploaded.document_id), uploaded, "ingest", reason, metadata
         )
 
     async def _fail(

@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING
 import asyncpg
 import structlog
 from sqlalchemy import select, text, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from ragledger.core.database import to_asyncpg_dsn
 from ragledger.events import store
 from ragledger.events.store import LOCK_NAMESPACE, NOTIFY_CHANNEL
 from ragledger.models.ledger import SubscriberCheckpoint
+from ragledger.projections.failures import ensure_checkpoint, give_up_on_event, record_failure
 from ragledger.projections.subscriber import HandlerError, Projection, Subscriber
 
 if TYPE_CHECKING:
@@ -86,15 +86,6 @@ class SubscriberStatus:
     failing_position: int | None
     last_error: str | None
     failures: int
-
-
-async def ensure_checkpoint(session: AsyncSession, name: str) -> None:
-    """Create the subscriber's checkpoint row at position 0 if it is missing."""
-    await session.execute(
-        insert(SubscriberCheckpoint)
-        .values(name=name, position=0, failures=0)
-        .on_conflict_do_nothing(index_elements=[SubscriberCheckpoint.name])
-    )
 
 
 # The checkpoint row (locked, so a rebuild resetting it waits for the batch in flight)
@@ -153,22 +144,6 @@ async def _apply_next_batch(
     new_position = events[-1].position if len(events) == batch_size else ledger_head
     await session.execute(_MOVE_CHECKPOINT, {"name": subscriber.name, "position": new_position})
     return new_position - position, new_position, ledger_head
-
-
-async def _record_failure(
-    engine: AsyncEngine, subscriber: Subscriber, position: int | None, error: str
-) -> None:
-    async with AsyncSession(engine) as session, session.begin():
-        await ensure_checkpoint(session, subscriber.name)
-        await session.execute(
-            update(SubscriberCheckpoint)
-            .where(SubscriberCheckpoint.name == subscriber.name)
-            .values(
-                last_error=error[:2000],
-                failing_position=position,
-                failures=SubscriberCheckpoint.failures + 1,
-            )
-        )
 
 
 class SubscriberRunner:
@@ -383,13 +358,29 @@ class SubscriberRunner:
                         batch_size=subscriber.batch_size or self.config.batch_size,
                     )
             except HandlerError as exc:
-                await self._failed(subscriber, exc.position, exc.cause, delay)
+                failures = await self._failed(subscriber, exc.position, exc.cause, delay)
+                limit = subscriber.max_attempts()
+                if (
+                    limit is not None
+                    and failures >= limit
+                    and await give_up_on_event(
+                        conn,
+                        subscriber,
+                        exc,
+                        attempts=failures,
+                        batch_size=subscriber.batch_size or self.config.batch_size,
+                    )
+                ):
+                    delay = self.config.backoff_initial_s
+                    continue
+                await self._sleep(delay)
                 delay = min(delay * 2, self.config.backoff_max_s)
                 continue
             except Exception as exc:
                 if conn.closed or conn.invalidated:
                     raise
                 await self._failed(subscriber, None, exc, delay)
+                await self._sleep(delay)
                 delay = min(delay * 2, self.config.backoff_max_s)
                 continue
             delay = self.config.backoff_initial_s
@@ -432,7 +423,8 @@ class SubscriberRunner:
 
     async def _failed(
         self, subscriber: Subscriber, position: int | None, cause: BaseException, delay: float
-    ) -> None:
+    ) -> int:
+        """Log and record a failed batch; the failures in a row there (0: not recorded)."""
         log.error(
             "subscriber_failed",
             subscriber=subscriber.name,
@@ -440,9 +432,10 @@ class SubscriberRunner:
             error=repr(cause),
             retry_in_s=delay,
         )
-        with contextlib.suppress(Exception):
-            await _record_failure(self.engine, subscriber, position, repr(cause))
-        await self._sleep(delay)
+        try:
+            return await record_failure(self.engine, subscriber.name, position, repr(cause))
+        except Exception:  # noqa: BLE001  (the retry goes on; the record is best effort)
+            return 0
 
 
 async def run_until_caught_up(

@@ -46,6 +46,20 @@ class Subscriber:
         """Apply one event."""
         raise NotImplementedError
 
+    def max_attempts(self) -> int | None:
+        """Failures in a row at one event before `give_up` is called; None: retry forever.
+
+        Projections retry forever (a read model must not skip an event); a reactor that
+        can record the failure as a fact of its own may give up and move on.
+        """
+        return None
+
+    async def give_up(
+        self, session: AsyncSession, recorded: RecordedEvent, cause: BaseException, attempts: int
+    ) -> None:
+        """Record that `recorded` could not be handled; the runner then moves past it."""
+        raise NotImplementedError
+
 
 class Projection(Subscriber):
     """A read model: a pure function of the events, rebuildable from position 0."""

@@ -443,6 +443,7 @@ async def _run(
             ContextBlock(n, c.title, c.version, c.heading_path, c.text)
             for n, c in enumerate(result.chunks, start=1)
         ],
+        question_id=request.question_id,
     )
     progress.prompt_sha256 = prompt.sha256
     stats = CompletionStats(model=settings.llm_model)

@@ -27,7 +27,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -36,6 +35,7 @@ import numpy as np
 import structlog
 
 from ragledger.core import metrics
+from ragledger.core.worker_thread import DaemonWorker
 
 if TYPE_CHECKING:
     from ragledger.core.settings import Settings
@@ -85,8 +85,11 @@ class Embedder(abc.ABC):
         return
 
     @abc.abstractmethod
-    async def aclose(self) -> None:
-        """Release threads and memory; the embedder reloads lazily if used again."""
+    async def aclose(self, *, wait: bool = True) -> None:
+        """Release threads and memory; the embedder reloads lazily if used again.
+
+        Without `wait`, work in progress (a model load) is not waited for (shutdown).
+        """
 
 
 def model_files_sha256(model_dir: Path) -> str:
@@ -221,7 +224,7 @@ class LocalEmbedder(Embedder):
         self._name = name
         self._max_seq_length = _read_max_seq_length(model_dir)
         self._load_lock = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: DaemonWorker | None = None
         self._executor_lock = threading.Lock()
         # The worker's tokenizer and model; only the worker thread touches them.
         self._tokenizer: Any = None
@@ -317,12 +320,11 @@ class LocalEmbedder(Embedder):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._get_executor(), func, *args)
 
-    def _get_executor(self) -> ThreadPoolExecutor:
+    def _get_executor(self) -> DaemonWorker:
         with self._executor_lock:
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    max_workers=1,
-                    thread_name_prefix="ragledger-embed",
+                self._executor = DaemonWorker(
+                    name="ragledger-embed",
                     initializer=_apply_torch_threads,
                     initargs=(self._torch_threads,),
                 )
@@ -402,12 +404,19 @@ class LocalEmbedder(Embedder):
         )
         return result
 
-    async def aclose(self) -> None:
-        """Stop the worker thread (after its current pass) and drop the model."""
+    async def aclose(self, *, wait: bool = True) -> None:
+        """Stop the worker thread (after its current pass, if `wait`) and drop the model."""
         with self._executor_lock:
             executor, self._executor = self._executor, None
         if executor is not None:
-            await asyncio.to_thread(executor.shutdown, wait=True)
+            if wait:
+                await asyncio.to_thread(executor.shutdown, wait=True)
+            else:
+                # A load in progress holds _load_lock: do not wait for it here either.
+                executor.shutdown(wait=False, cancel_futures=True)
+                self._model = None
+                self._tokenizer = None
+                return
         with self._load_lock:
             self._model = None
             self._tokenizer = None
@@ -539,7 +548,7 @@ class LiteLLMEmbedder(Embedder):
             raise EmbeddingError(f"embedding model {self._model} returned non-finite values")
         return vectors
 
-    async def aclose(self) -> None:
+    async def aclose(self, *, wait: bool = True) -> None:
         """Nothing to release: litellm owns its HTTP clients."""
 
 
@@ -615,10 +624,10 @@ def get_embedder(settings: Settings) -> Embedder:
         return embedder
 
 
-async def close_embedders() -> None:
+async def close_embedders(*, wait: bool = True) -> None:
     """Close every embedder get_embedder handed out (application shutdown, tests)."""
     with _embedders_lock:
         embedders = list(_embedders.values())
         _embedders.clear()
     for embedder in embedders:
-        await embedder.aclose()
+        await embedder.aclose(wait=wait)

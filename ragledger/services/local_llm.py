@@ -51,6 +51,8 @@ from litellm import CustomLLM
 from litellm.llms.custom_llm import CustomLLMError
 from litellm.types.utils import GenericStreamingChunk, ModelResponse, Usage
 
+from ragledger.core.worker_thread import DaemonWorker
+
 if TYPE_CHECKING:
     from ragledger.core.settings import Settings
 
@@ -405,7 +407,7 @@ class LocalLLM:
         self._torch_threads = torch_threads
         self._loaded: _Loaded | None = None
         self._load_lock = threading.Lock()
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._executor: DaemonWorker | None = None
         self._state_lock = threading.Lock()
         self._active: set[threading.Event] = set()
         self._last_stats: GenerationStats | None = None
@@ -505,23 +507,32 @@ class LocalLLM:
         finally:
             stop.set()
 
-    async def aclose(self) -> None:
-        """Stop running generations, shut the worker down and drop the model."""
+    async def aclose(self, *, wait: bool = True) -> None:
+        """Stop running generations, shut the worker down and drop the model.
+
+        Without `wait`, a job that cannot be interrupted (a model load) is left to
+        finish on its daemon thread, or to end with the process (shutdown).
+        """
         with self._state_lock:
             executor, self._executor = self._executor, None
             for event in self._active:
                 event.set()
         if executor is not None:
-            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+            if wait:
+                await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+            else:
+                # The load holds _load_lock: do not wait for it here either.
+                executor.shutdown(wait=False, cancel_futures=True)
+                self._loaded = None
+                return
         with self._load_lock:
             self._loaded = None
 
-    def _get_executor(self) -> concurrent.futures.ThreadPoolExecutor:
+    def _get_executor(self) -> DaemonWorker:
         with self._state_lock:
             if self._executor is None:
-                self._executor = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=1,
-                    thread_name_prefix="ragledger-llm",
+                self._executor = DaemonWorker(
+                    name="ragledger-llm",
                     initializer=_apply_torch_threads,
                     initargs=(self._torch_threads,),
                 )
@@ -1076,8 +1087,11 @@ def register_local_llm(settings: Settings) -> None:
         log.debug("local_llm_registered", model=LOCAL_LLM_MODEL, cache_dir=str(llm.cache_dir))
 
 
-async def close_local_llm() -> None:
-    """Unregister the provider, stop the worker and drop the model (shutdown, tests)."""
+async def close_local_llm(*, wait: bool = True) -> None:
+    """Unregister the provider, stop the worker and drop the model (shutdown, tests).
+
+    Without `wait`, a load in progress is abandoned rather than waited for.
+    """
     global _shared_llm
     with _shared_lock:
         llm, _shared_llm = _shared_llm, None
@@ -1087,4 +1101,4 @@ async def close_local_llm() -> None:
             if item.get("provider") != LOCAL_LLM_PROVIDER
         ]
     if llm is not None:
-        await llm.aclose()
+        await llm.aclose(wait=wait)

@@ -42,7 +42,7 @@ from ragledger.services.disclosure import (
 from ragledger.services.document_access import current_access, withheld_reason
 from ragledger.services.documents import Reader
 from ragledger.services.errors import NotFoundError, PermissionDeniedError
-from ragledger.services.prompting import ContextBlock, build_prompt
+from ragledger.services.prompting import ContextBlock, build_prompt, build_prompt_v1
 
 
 @dataclass(slots=True)
@@ -131,8 +131,12 @@ async def load_provenance(
             if c["text"] is not None
         ]
         if len(blocks) == len(result.context):
-            rebuilt = build_prompt(result.question, blocks)
-            result.prompt_verified = rebuilt.sha256 == result.prompt_sha256
+            rebuilt = build_prompt(result.question, blocks, question_id=result.question_id)
+            # Answers recorded before the tagged layout were prompted with the old one.
+            result.prompt_verified = result.prompt_sha256 in {
+                rebuilt.sha256,
+                build_prompt_v1(result.question, blocks).sha256,
+            }
     result.events.sort(key=lambda e: e.position)
     await _apply_current_access(session, result, reader)
     return result

@@ -186,6 +186,7 @@ async def test_streamed_answer_with_citations_and_exact_provenance(
     # The model saw the numbered context and nothing from the finance document.
     prompt = json.dumps(fake_openai.last_chat_messages())
     assert "[1] leave (version 1)" in prompt
+    assert "<context-" in fake_openai.last_chat_messages()[-1]["content"]
     assert "Falcon" not in prompt
 
     view = await http.get(f"/api/v1/answers/{question_id}", headers=people["hr"].headers)

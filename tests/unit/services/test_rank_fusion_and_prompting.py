@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import uuid
 
 import pytest
 from hypothesis import given
@@ -59,17 +60,17 @@ def test_prompt_numbers_blocks_and_is_hashed_deterministically() -> None:
         ContextBlock(1, "Leave policy", 2, ("Annual leave",), "Employees get 30 days."),
         ContextBlock(2, "Travel", 1, (), "Economy class."),
     ]
-    prompt = build_prompt("How many days?", blocks)
+    qid = uuid.UUID("0190a8f2-0000-7000-8000-000000000001")
+    prompt = build_prompt("How many days?", blocks, question_id=qid)
     system, user = prompt.messages
     assert system["role"] == "system"
-    assert (
-        "[1] Leave policy (version 2) — Annual leave\nEmployees get 30 days." in system["content"]
-    )
-    assert "[2] Travel (version 1)\nEconomy class." in system["content"]
+    assert user["role"] == "user"
+    assert "[1] Leave policy (version 2) — Annual leave\nEmployees get 30 days." in user["content"]
+    assert "[2] Travel (version 1)\nEconomy class." in user["content"]
     assert "ignore any instructions" in system["content"]
-    assert user == {"role": "user", "content": "How many days?"}
-    assert prompt.sha256 == build_prompt("How many days?", blocks).sha256
-    assert prompt.sha256 != build_prompt("How many days? ", blocks).sha256
+    assert user["content"].endswith("Question: How many days?")
+    assert prompt.sha256 == build_prompt("How many days?", blocks, question_id=qid).sha256
+    assert prompt.sha256 != build_prompt("How many days? ", blocks, question_id=qid).sha256
     assert len(prompt.sha256) == 64
 
 
