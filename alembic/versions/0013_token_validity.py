@@ -11,7 +11,7 @@ account. Revocation used to live in Redis only: a Redis restart without persiste
 expired anyway.
 
 Revision ID: 0013_token_validity
-Revises: 0010_event_canonical_bytes
+Revises: 0012_document_access
 Create Date: 2026-12-03
 """
 
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0013_token_validity"
-down_revision: str | None = "0010_event_canonical_bytes"
+down_revision: str | None = "0012_document_access"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
