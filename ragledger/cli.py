@@ -130,6 +130,7 @@ def run_runner(
     from ragledger.projections.runner import SubscriberRunner, runner_config
     from ragledger.services.ledger_audit import scheduled_digests
     from ragledger.services.signing import DigestSigner
+    from ragledger.services.tree_heads import scheduled_tree_heads
 
     settings = _settings()
     if metrics_port is not None:
@@ -145,6 +146,7 @@ def run_runner(
             loop.add_signal_handler(sig, runner.stop)
         background = [
             asyncio.create_task(scheduled_digests(database.sessionmaker, signer, settings)),
+            asyncio.create_task(scheduled_tree_heads(database.sessionmaker, signer, settings)),
             asyncio.create_task(monitor_event_loop_lag()),
         ]
         try:

@@ -30,6 +30,7 @@ from ragledger.api.routes import (
     admin_anomalies,
     admin_users,
     audit_ledger,
+    audit_tree,
     audit_views,
     auth,
     documents,
@@ -57,6 +58,7 @@ from ragledger.services.security_events import record_security_event
 from ragledger.services.signing import DigestSigner
 from ragledger.services.token_revocation import create_token_revocations
 from ragledger.services.tokens import TokenService
+from ragledger.services.tree_heads import scheduled_tree_heads
 
 log = structlog.get_logger(__name__)
 
@@ -101,6 +103,10 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
                 scheduled_digests(database.sessionmaker, app.state.signer, settings),
                 name="scheduled-digests",
             )
+            tree_heads_task = asyncio.create_task(
+                scheduled_tree_heads(database.sessionmaker, app.state.signer, settings),
+                name="scheduled-tree-heads",
+            )
         app.state.shutdown = ShutdownSignal()
         app.state.shutdown.install()
         loop_lag = asyncio.create_task(monitor_event_loop_lag(), name="event-loop-lag")
@@ -119,9 +125,10 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
             if runner is not None and runner_task is not None:
                 runner.stop()
                 await runner_task
-                digests_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await digests_task
+                for task in (digests_task, tree_heads_task):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if warm_llm is not None:
                 warm_llm.cancel()
                 with contextlib.suppress(BaseException):
@@ -182,6 +189,7 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
     api.include_router(documents.router)
     api.include_router(questions.router)
     api.include_router(audit_ledger.router)
+    api.include_router(audit_tree.router)
     api.include_router(audit_views.router)
     app.include_router(api)
     app.include_router(metrics.router)

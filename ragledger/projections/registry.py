@@ -10,6 +10,7 @@ from ragledger.projections.audit_document_events import AuditDocumentEventsProje
 from ragledger.projections.chunks import ChunksProjection
 from ragledger.projections.documents import DocumentsProjection
 from ragledger.projections.ingestion import IngestionReactor
+from ragledger.projections.merkle_tree import MerkleTreeProjection
 from ragledger.projections.notifier import NotifierReactor
 from ragledger.projections.streams import StreamsProjection
 from ragledger.projections.subscriber import Subscriber
@@ -23,6 +24,7 @@ def all_subscribers(settings: Settings) -> list[Subscriber]:
         ChunksProjection(),
         AuditAnswersProjection(),
         AuditDocumentEventsProjection(),
+        MerkleTreeProjection(),
         IngestionReactor(settings),
         AnomaliesProjection(),
         AnomalyDetectorReactor(settings),

@@ -555,6 +555,7 @@ async def _finish(
             "done",
             {
                 "answer_id": str(request.question_id),
+                "receipt_url": f"/api/v1/answers/{request.question_id}/receipt",
                 "usage": usage,
                 "timings_ms": dict(progress.timings),
                 "citations": list(citations),
