@@ -478,3 +478,14 @@ def audit_export(
         _with_database(work)
     except DomainError as exc:
         _fail(f"error: {exc.detail}")
+
+
+def _register_audit_commands() -> None:
+    # Their own module: this one is at its size limit.
+    from ragledger.cli_audit import audit_receipt, audit_witness
+
+    audit_app.command("receipt")(audit_receipt)
+    audit_app.command("witness")(audit_witness)
+
+
+_register_audit_commands()
