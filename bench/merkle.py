@@ -29,11 +29,14 @@ It prints a table and writes ``bench/results/merkle.json``.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
 import importlib.util
 import json
 import random
+import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -83,6 +86,7 @@ DEFAULT_OUTPUT = RESULTS_DIR / "merkle.json"
 DATABASE = "ragledger_bench_merkle"
 ROOT = Path(__file__).resolve().parents[1]
 VERIFIER = ROOT / "ops" / "verify_receipt.py"
+THIS_FILE = Path(__file__).resolve()
 META = EventMetadata(actor_id="bench", actor_role="system")
 TARGET_PROOF_P95_MS = 5.0
 TARGET_APPEND_RATIO = 0.9
@@ -101,8 +105,8 @@ class Params:
     append_s: float
 
 
-FULL = Params("full", 1_000_000, 300, 1000, 200, 3, 8.0)
-QUICK = Params("quick", 50_000, 100, 400, 100, 3, 4.0)
+FULL = Params("full", 1_000_000, 300, 1000, 200, 5, 5.0)
+QUICK = Params("quick", 50_000, 100, 400, 100, 5, 3.0)
 
 
 async def generate(sessionmaker: Any, params: Params) -> list[uuid.UUID]:
@@ -213,6 +217,36 @@ async def append_with_tree(engine: Any, sessionmaker: Any, seconds: float) -> fl
     finally:
         runner.stop()
         await task
+
+
+async def append_with_tree_process(url: str, sessionmaker: Any, seconds: float) -> float:
+    """append_for with the tree kept up by a runner process (`ragledger runner`'s shape)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(THIS_FILE), "--tree-runner-url", url
+    )
+    try:
+        await asyncio.sleep(2.0)  # the process starts, takes its lock and catches up
+        return await append_for(sessionmaker, seconds)
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+def run_tree_runner(url: str) -> None:
+    """The body of the runner process: merkle_tree only, until SIGTERM."""
+
+    async def main() -> None:
+        engine = create_app_engine(url, Settings(database_url=url))
+        runner = SubscriberRunner(
+            engine, [MerkleTreeProjection()], RunnerConfig(poll_interval_s=0.5, coalesce_s=0.02)
+        )
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, runner.stop)
+        try:
+            await runner.run()
+        finally:
+            await engine.dispose()
+
+    asyncio.run(main())
 
 
 def load_verifier() -> Any:
@@ -326,10 +360,24 @@ async def run_benchmark(admin_url: str, params: Params, command: str) -> dict[st
         rounds = []
         for _ in range(params.append_rounds):
             off = await append_for(sessionmaker, params.append_s)
-            on = await append_with_tree(engine, sessionmaker, params.append_s)
-            rounds.append({"off_events_s": round(off), "on_events_s": round(on)})
+            in_process = await append_with_tree(engine, sessionmaker, params.append_s)
+            separate = await append_with_tree_process(url, sessionmaker, params.append_s)
+            rounds.append(
+                {
+                    "off_events_s": round(off),
+                    "on_in_process_events_s": round(in_process),
+                    "on_runner_process_events_s": round(separate),
+                }
+            )
         off_total = sum(r["off_events_s"] for r in rounds)
-        on_total = sum(r["on_events_s"] for r in rounds)
+        in_process_total = sum(r["on_in_process_events_s"] for r in rounds)
+        separate_total = sum(r["on_runner_process_events_s"] for r in rounds)
+        in_process_median = statistics.median(
+            r["on_in_process_events_s"] / r["off_events_s"] for r in rounds
+        )
+        separate_median = statistics.median(
+            r["on_runner_process_events_s"] / r["off_events_s"] for r in rounds
+        )
     finally:
         await engine.dispose()
         await owner.dispose()
@@ -363,7 +411,10 @@ async def run_benchmark(admin_url: str, params: Params, command: str) -> dict[st
         "verify_receipt_in_process_ms": percentiles(in_process_ms),
         "append": {
             "rounds": rounds,
-            "ratio_on_to_off": round(on_total / off_total, 3),
+            "ratio_in_process_runner": round(in_process_total / off_total, 3),
+            "ratio_in_process_runner_median_of_rounds": round(in_process_median, 3),
+            "ratio_runner_process": round(separate_total / off_total, 3),
+            "ratio_runner_process_median_of_rounds": round(separate_median, 3),
             "target": TARGET_APPEND_RATIO,
             "batch": 10,
             "writers": 1,
@@ -397,9 +448,16 @@ def render(results: dict[str, Any]) -> str:
         "",
         f"catch-up from nothing: {results['catch_up']['events_per_s']:,} events/s "
         f"({results['catch_up']['seconds']} s)",
-        f"append with tree / without: {append['ratio_on_to_off']} (target >= {append['target']}); "
-        + ", ".join(f"{r['on_events_s']}/{r['off_events_s']}" for r in append["rounds"])
-        + " events/s",
+        f"append with tree / without (target >= {append['target']}): runner in this process "
+        f"{append['ratio_in_process_runner']} (median of rounds "
+        f"{append['ratio_in_process_runner_median_of_rounds']}), runner process "
+        f"{append['ratio_runner_process']} (median "
+        f"{append['ratio_runner_process_median_of_rounds']})",
+        "  rounds off / in-process / process events/s: "
+        + ", ".join(
+            f"{r['off_events_s']}/{r['on_in_process_events_s']}/{r['on_runner_process_events_s']}"
+            for r in append["rounds"]
+        ),
     ]
     return "\n".join(lines)
 
@@ -411,7 +469,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and write bench/results/merkle.json."""
     parser = argument_parser(__doc__, quick_help="50,000 events", output=DEFAULT_OUTPUT)
     parser.add_argument("--events", type=int, help="events to generate (default: 1,000,000)")
+    parser.add_argument("--tree-runner-url", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.tree_runner_url:
+        run_tree_runner(args.tree_runner_url)
+        return 0
     params = QUICK if args.quick else FULL
     if args.events:
         params = replace(params, events=args.events)

@@ -244,15 +244,14 @@ async def sign_tree_head_if_due(
             return None
         due = size - signed_size >= every_events
         if not due:
-            last_at = (
-                await session.scalar(
-                    select(EventRow.recorded_at).where(EventRow.position == last.position)
+            # Time runs from the last head, or from the first event before any head.
+            since = await session.scalar(
+                select(EventRow.recorded_at).where(
+                    EventRow.position == (last.position if last else 1)
                 )
-                if last
-                else None
             )
             now = await session.scalar(text("SELECT clock_timestamp()"))
-            old = last_at is None or (now - last_at).total_seconds() >= interval_s
+            old = since is not None and (now - since).total_seconds() >= interval_s
             news = await session.scalar(
                 select(
                     exists().where(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -56,7 +57,7 @@ async def _tree(db) -> None:
 
 
 async def test_a_receipt_fetched_over_http_verifies_offline(
-    db, llm_settings, http, people, fake_openai, tmp_path: Path
+    db, database_url, llm_settings, http, people, fake_openai, tmp_path: Path
 ) -> None:
     fake_openai.chat.answer = ANSWER
     document_id = await upload(http, people["admin"], LEAVE, "leave.md", groups=["hr"])
@@ -90,6 +91,27 @@ async def test_a_receipt_fetched_over_http_verifies_offline(
     # The head was signed for this receipt; a second receipt reuses it.
     again = (await http.get(done["receipt_url"], headers=people["hr"].headers)).json()
     assert again["tree_head"] == receipt["tree_head"]
+
+    # The same receipt from the command line, on the server, verifies too.
+    by_cli = tmp_path / "cli-receipt.json"
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    env.update(
+        DATABASE_URL=database_url,
+        RAGLEDGER_DATA_DIR=str(llm_settings.data_dir),
+        LOG_FORMAT="json",
+        LITELLM_LOCAL_MODEL_COST_MAP="True",
+    )
+    written = await asyncio.to_thread(
+        subprocess.run,
+        [RAGLEDGER, "audit", "receipt", answer_id, "--out", str(by_cli)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert written.returncode == 0, written.stderr
+    assert json.loads(by_cli.read_text())["tree_head"] == receipt["tree_head"]
+    assert (await _verify(by_cli, key)).returncode == 0
 
     # Each link of the chain of checks, broken in turn, is named.
     answer_event = receipt["events"][-1]

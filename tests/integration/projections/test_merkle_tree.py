@@ -100,13 +100,15 @@ async def test_heads_are_signed_on_the_event_count_and_not_for_heads_alone(db, s
     await _append(db, 4)
     assert await run_until_caught_up(db.engine, MerkleTreeProjection())
 
-    async def due():
+    async def due(interval_s: int = 3600):
         return await tree_heads.sign_tree_head_if_due(
-            db.sessionmaker, signer, every_events=5, interval_s=3600, metadata=META
+            db.sessionmaker, signer, every_events=5, interval_s=interval_s, metadata=META
         )
 
-    # The very first head waits for nothing but something to sign.
-    first = await due()
+    # Fewer events than the count and younger than the interval: not yet; once the
+    # interval has passed (0 here), the first head is signed.
+    assert await due() is None
+    first = await due(interval_s=0)
     assert first is not None
     assert first.tree_size == 4
     assert signer.check_message(first.key_id, first.message(), first.signature)
