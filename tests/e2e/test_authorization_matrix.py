@@ -56,6 +56,7 @@ POLICY: dict[tuple[str, str], str | frozenset[str]] = {
     ("GET", "/api/v1/audit/tree-heads/latest"): AUDIT,
     ("GET", "/api/v1/audit/proofs/inclusion"): AUDIT,
     ("GET", "/api/v1/audit/proofs/consistency"): AUDIT,
+    ("GET", "/api/v1/audit/verify/from-tree-head"): AUDIT,
     ("GET", "/api/v1/audit/events"): AUDIT,
     ("GET", "/api/v1/audit/answers"): AUDIT,
     ("GET", "/api/v1/audit/answers/{question_id}"): AUDIT,

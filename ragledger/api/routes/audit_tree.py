@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from ragledger.api.deps import AuditorUser, SessionDep
 from ragledger.api.errors import error_responses
 from ragledger.api.request_context import event_metadata
-from ragledger.schemas.ledger_audit import MAX_POSITION
+from ragledger.schemas.ledger_audit import MAX_POSITION, HeadPublic, VerificationPublic
 from ragledger.schemas.tree_heads import (
     ConsistencyProofPublic,
     InclusionProofPublic,
@@ -18,6 +18,7 @@ from ragledger.schemas.tree_heads import (
 )
 from ragledger.services import tree_heads
 from ragledger.services.tree_heads import TreeHead
+from ragledger.services.tree_verification import verify_from_tree_head
 
 router = APIRouter(prefix="/audit", tags=["audit"], responses=error_responses(401, 403))
 
@@ -113,4 +114,27 @@ async def consistency_proof(
         first_root=proof.first_root.hex(),
         second_root=proof.second_root.hex(),
         proof=[p.hex() for p in proof.proof],
+    )
+
+
+@router.get(
+    "/verify/from-tree-head",
+    response_model=VerificationPublic,
+    responses=error_responses(described={409: "The Merkle tree is behind the last signed head"}),
+)
+async def verify_from_last_tree_head(request: Request, auditor: AuditorUser) -> VerificationPublic:
+    """Verify from the last signed tree head: proofs, then the chain after it (auditor, admin)."""
+    result, start = await verify_from_tree_head(
+        request.app.state.database.sessionmaker,
+        request.app.state.signer,
+        metadata=event_metadata(request, auditor),
+    )
+    return VerificationPublic(
+        valid=result.valid,
+        checked=result.checked,
+        full=False,
+        from_position=start,
+        head=HeadPublic(position=result.head_position, hash=result.head_hash.hex()),
+        first_invalid_position=result.first_invalid_position,
+        reason=result.reason,
     )

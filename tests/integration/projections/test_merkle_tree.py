@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from ragledger.events import store
 from ragledger.events.envelope import EventMetadata, NewEvent
@@ -21,6 +21,7 @@ from ragledger.services import tree_heads
 from ragledger.services.errors import BadRequestError, ConflictError
 from ragledger.services.merkle_nodes import root_at, tree_size
 from ragledger.services.signing import DigestSigner
+from ragledger.services.tree_verification import verify_from_tree_head
 from tests.ledger_tampering import rewrite_and_rechain
 
 META = EventMetadata(actor_id="test", actor_role="system")
@@ -162,3 +163,46 @@ async def test_a_rewritten_history_disagrees_with_the_signed_head_once_rebuilt(
             second_root=proof.second_root,
             proof=proof.proof,
         )
+
+
+async def test_routine_verification_starts_at_the_last_signed_head(db, settings) -> None:
+    signer = DigestSigner.from_settings(settings)
+    await _append(db, 10)
+    assert await run_until_caught_up(db.engine, MerkleTreeProjection())
+    async with db.sessionmaker() as session:
+        head = await tree_heads.sign_tree_head(session, signer, purpose="requested", metadata=META)
+    await _append(db, 6)
+    assert await run_until_caught_up(db.engine, MerkleTreeProjection())
+    result, start = await verify_from_tree_head(db.sessionmaker, signer, metadata=META)
+    assert result.valid, result.reason
+    assert start == head.tree_size == 10
+    assert result.checked == 7  # the head's own event and the six after it
+
+    # A careful forger rewrites position 2 and recomputes the chain; the chain alone
+    # is intact again, but the signed head disagrees (tree kept or rebuilt alike).
+    await rewrite_and_rechain(db, 2, {"n": -1})
+    result, _ = await verify_from_tree_head(db.sessionmaker, signer, metadata=META)
+    assert not result.valid
+    assert "disagrees with the tree head of 10 events" in (result.reason or "")
+    await reset_projection(db.engine, MerkleTreeProjection())
+    assert await run_until_caught_up(db.engine, MerkleTreeProjection())
+    result, _ = await verify_from_tree_head(db.sessionmaker, signer, metadata=META)
+    assert not result.valid
+    assert "disagrees with the tree head of 10 events" in (result.reason or "")
+    async with db.sessionmaker() as session:
+        recorded = await store.read_all(session, event_types={"LedgerVerified"}, limit=10)
+    assert [e.payload["valid"] for e in recorded] == [True, False, False]
+
+
+async def test_a_leaf_that_is_not_its_event_is_found(db, settings) -> None:
+    signer = DigestSigner.from_settings(settings)
+    await _append(db, 5)
+    assert await run_until_caught_up(db.engine, MerkleTreeProjection())
+    async with db.owner_engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE merkle_nodes SET hash = sha256('x') WHERE level = 0 AND node_index = 3")
+        )
+    result, start = await verify_from_tree_head(db.sessionmaker, signer, metadata=META)
+    assert start == 0
+    assert not result.valid
+    assert result.first_invalid_position == 4
