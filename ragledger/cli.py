@@ -143,6 +143,7 @@ def run_runner(
     from ragledger.services.interrupted_answers import sweep_interrupted_answers
     from ragledger.services.ledger_audit import scheduled_digests
     from ragledger.services.signing import DigestSigner
+    from ragledger.services.tree_heads import scheduled_tree_heads
 
     settings = _settings()
     if metrics_port is not None:
@@ -160,6 +161,7 @@ def run_runner(
             asyncio.create_task(scheduled_digests(database.sessionmaker, signer, settings)),
             asyncio.create_task(sweep_interrupted_answers(database.sessionmaker, settings)),
             asyncio.create_task(watch_subscribers(database.sessionmaker, settings)),
+            asyncio.create_task(scheduled_tree_heads(database.sessionmaker, signer, settings)),
             asyncio.create_task(monitor_event_loop_lag()),
         ]
         try:
@@ -505,3 +507,14 @@ def audit_export(
         _with_database(work)
     except DomainError as exc:
         _fail(f"error: {exc.detail}")
+
+
+def _register_audit_commands() -> None:
+    # Their own module: this one is at its size limit.
+    from ragledger.cli_audit import audit_receipt, audit_witness
+
+    audit_app.command("receipt")(audit_receipt)
+    audit_app.command("witness")(audit_witness)
+
+
+_register_audit_commands()

@@ -32,6 +32,7 @@ from ragledger.api.routes import (
     admin_anomalies,
     admin_users,
     audit_ledger,
+    audit_tree,
     audit_views,
     auth,
     documents,
@@ -68,6 +69,7 @@ from ragledger.services.security_events import (
 )
 from ragledger.services.signing import DigestSigner
 from ragledger.services.tokens import TokenService
+from ragledger.services.tree_heads import scheduled_tree_heads
 
 log = structlog.get_logger(__name__)
 
@@ -140,6 +142,10 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
                 asyncio.create_task(
                     watch_subscribers(database.sessionmaker, settings),
                     name="subscriber-alerts",
+                ),
+                asyncio.create_task(
+                    scheduled_tree_heads(database.sessionmaker, app.state.signer, settings),
+                    name="scheduled-tree-heads",
                 ),
             ]
         app.state.shutdown = ShutdownSignal()
@@ -245,6 +251,7 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
     api.include_router(documents.router)
     api.include_router(questions.router)
     api.include_router(audit_ledger.router)
+    api.include_router(audit_tree.router)
     api.include_router(audit_views.router)
     app.include_router(api)
     app.include_router(metrics.router)

@@ -91,6 +91,14 @@ class Settings(BaseSettings):
     # One signed digest a day gives auditors a fixed point to compare against; the
     # scheduler checks hourly and signs when the last digest is older than this.
     digest_interval_s: int = Field(default=86_400, ge=60)
+    # Signed tree heads (README "Merkle tree"): a head each TREE_HEAD_EVERY_EVENTS leaves,
+    # or after TREE_HEAD_INTERVAL_S when anything else arrived. 1000 events keep the
+    # heads under 0.1% of the ledger; 300 s bounds how long a fresh answer waits for a
+    # scheduled head (its receipt signs one at once when none covers it). Checked every
+    # TREE_HEAD_CHECK_S by one process (an advisory lock), one cheap query when idle.
+    tree_head_every_events: int = Field(default=1000, ge=1)
+    tree_head_interval_s: int = Field(default=300, ge=1)
+    tree_head_check_s: float = Field(default=5.0, gt=0)
     secret_key: SecretStr | None = Field(
         default=None,
         description="Signs tokens. Unset: generated once and kept in data_dir/secret_key.",

@@ -65,3 +65,20 @@ class LedgerVerificationFailed:
     stored_hash: str | None
     last_matching_digest_position: int | None
     mismatched_digest_positions: tuple[int, ...]
+
+
+@event_type
+@dataclass(frozen=True, slots=True)
+class TreeHeadSigned:
+    """The server signed the Merkle tree's root at `tree_size` (README "Merkle tree").
+
+    `purpose` is `scheduled`, `requested` (an auditor asked) or `receipt` (an answer's
+    receipt needed a head covering its events).
+    """
+
+    tree_size: int
+    root_hash: str
+    signed_at: str
+    key_id: str
+    signature: str
+    purpose: str

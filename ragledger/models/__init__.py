@@ -4,6 +4,7 @@ from ragledger.models.audit import AuditAnswerRow
 from ragledger.models.base import Base
 from ragledger.models.documents import ChunkRow, DocumentRow, DocumentVersionRow
 from ragledger.models.ledger import BlobRow, EventRow, SubscriberCheckpoint
+from ragledger.models.merkle import MerkleNodeRow
 from ragledger.models.oversight import (
     AnomalyRow,
     DetectorRaisedRow,
@@ -25,6 +26,7 @@ __all__ = [
     "DocumentRow",
     "DocumentVersionRow",
     "EventRow",
+    "MerkleNodeRow",
     "NotifierAttemptRow",
     "NotifierWindowRow",
     "StreamRow",

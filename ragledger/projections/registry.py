@@ -11,6 +11,7 @@ from ragledger.projections.chunks import ChunksProjection
 from ragledger.projections.digest_publisher import DigestPublisherReactor
 from ragledger.projections.documents import DocumentsProjection
 from ragledger.projections.ingestion import IngestionReactor
+from ragledger.projections.merkle_tree import MerkleTreeProjection
 from ragledger.projections.notifier import NotifierReactor
 from ragledger.projections.streams import StreamsProjection
 from ragledger.projections.subscriber import Subscriber
@@ -28,6 +29,7 @@ def all_subscribers(settings: Settings) -> list[Subscriber]:
         ChunksProjection(),
         AuditAnswersProjection(),
         AuditDocumentEventsProjection(),
+        MerkleTreeProjection(),
         IngestionReactor(settings),
         AnomaliesProjection(),
         AnomalyDetectorReactor(settings),

@@ -557,6 +557,7 @@ async def _finish(
             "done",
             {
                 "answer_id": str(request.question_id),
+                "receipt_url": f"/api/v1/answers/{request.question_id}/receipt",
                 "usage": usage,
                 # Embedding and search times would tell an employee about other users'
                 # questions (the cache) and about documents they cannot read.

@@ -180,6 +180,21 @@ class DigestSigner:
             signature=base64.b64encode(signature).decode("ascii"),
         )
 
+    def sign_message(self, message: bytes) -> str:
+        """An Ed25519 signature of `message` (base64) by the current key."""
+        return base64.b64encode(self._private.sign(message)).decode("ascii")
+
+    def check_message(self, key_id: str, message: bytes, signature: str) -> bool:
+        """Whether `signature` (base64) over `message` is by key `key_id` (current or retired)."""
+        public = self.public_key if key_id == self.key_id else self.retired.get(key_id)
+        if public is None:
+            return False
+        try:
+            public.verify(base64.b64decode(signature, validate=True), message)
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
     def check(self, digest: SignedDigest) -> bool:
         """Whether the digest was signed by this key or a retired one (and not altered)."""
         public = self.public_key if digest.key_id == self.key_id else None

@@ -36,6 +36,7 @@ from ragledger.schemas.questions import (
     SearchHit,
     SearchPublic,
 )
+from ragledger.schemas.tree_heads import ReceiptPublic
 from ragledger.services.answering import (
     SERVER_SHUTDOWN,
     QuestionRequest,
@@ -49,6 +50,7 @@ from ragledger.services.embedding import get_embedder
 from ragledger.services.errors import ConflictError, PermissionDeniedError
 from ragledger.services.provenance import load_provenance
 from ragledger.services.query_embedding import embed_query
+from ragledger.services.receipts import build_receipt
 from ragledger.services.retrieval import retrieve
 
 log = structlog.get_logger(__name__)
@@ -314,6 +316,31 @@ async def get_answer(
             metadata=event_metadata(request, user),
         )
     return response
+
+
+@router.get(
+    "/answers/{answer_id}/receipt",
+    response_model=ReceiptPublic,
+    responses=error_responses(
+        401,
+        403,
+        404,
+        422,
+        described={409: "The answer is not finished, or the tree has not reached it yet"},
+    ),
+)
+async def get_receipt(
+    request: Request, answer_id: uuid.UUID, session: SessionDep, user: EmployeeUser
+) -> ReceiptPublic:
+    """The answer's events with Merkle proofs in a signed tree head (asker, auditors, admins)."""
+    receipt = await build_receipt(
+        session,
+        request.app.state.signer,
+        answer_id=answer_id,
+        reader=reader_of(user),
+        metadata=event_metadata(request, user),
+    )
+    return ReceiptPublic(**receipt)
 
 
 @router.post(

@@ -1,0 +1,62 @@
+"""The `merkle_tree` projection: the ledger's Merkle tree, one leaf per event, in order.
+
+For each new leaf it writes the leaf's node and every complete subtree the leaf
+completes, using the right edge of the tree before the batch (at most log2(n) nodes,
+read once per batch). Its checkpoint is the tree's size. Rebuildable like any
+projection; a rebuild after the ledger was rewritten yields roots that disagree with
+the signed tree heads recorded before, which is the point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ragledger.events.envelope import RecordedEvent
+from ragledger.events.merkle import leaf_hash, node_hash, range_nodes
+from ragledger.models.merkle import MerkleNodeRow
+from ragledger.projections.subscriber import HandlerError, Projection
+from ragledger.services.merkle_nodes import TREE_PROJECTION, read_nodes, write_nodes
+
+
+def extend_tree(
+    edge: dict[tuple[int, int], bytes], first_index: int, hashes: Sequence[bytes]
+) -> list[tuple[int, int, bytes]]:
+    """The new nodes for leaves `hashes` (event hashes) from leaf `first_index` on.
+
+    `edge` holds the complete subtrees of the tree's right edge before them, and is
+    extended in place.
+    """
+    written: list[tuple[int, int, bytes]] = []
+    for offset, event_hash in enumerate(hashes):
+        index = first_index + offset
+        level, node, value = 0, index, leaf_hash(event_hash)
+        edge[(0, index)] = value
+        written.append((0, index, value))
+        while node & 1:
+            value = node_hash(edge[(level, node - 1)], value)
+            level, node = level + 1, node >> 1
+            edge[(level, node)] = value
+            written.append((level, node, value))
+    return written
+
+
+class MerkleTreeProjection(Projection):
+    """Adds each event's leaf and the subtrees it completes (see module docstring)."""
+
+    name = TREE_PROJECTION
+
+    async def handle_batch(self, session: AsyncSession, events: Sequence[RecordedEvent]) -> None:
+        """Extend the tree by the batch, which follows the checkpoint without a gap."""
+        first = events[0].position
+        for expected, recorded in enumerate(events, start=first):
+            if recorded.position != expected:
+                raise HandlerError(self.name, expected, RuntimeError("gap in the ledger"))
+        edge = await read_nodes(session, range_nodes(0, first - 1))
+        await write_nodes(session, extend_tree(edge, first - 1, [e.hash for e in events]))
+
+    async def reset(self, session: AsyncSession) -> None:
+        """Delete every node."""
+        await session.execute(delete(MerkleNodeRow))
