@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from ragledger.api.auth import build_fastapi_users
 from ragledger.api.body_limit import BodyLimitMiddleware
+from ragledger.api.browser_session import csrf_key
 from ragledger.api.client_address import TrustedProxies
 from ragledger.api.errors import BODY_ERRORS, error_responses, install_error_handlers
 from ragledger.api.middleware import RequestContextMiddleware
@@ -57,6 +58,7 @@ from ragledger.services.security_events import record_security_event
 from ragledger.services.signing import DigestSigner
 from ragledger.services.token_revocation import create_token_revocations
 from ragledger.services.tokens import TokenService
+from ragledger.web import install_console
 
 log = structlog.get_logger(__name__)
 
@@ -186,6 +188,8 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
     app.include_router(api)
     app.include_router(metrics.router)
     app.state.unlisted_paths = ("/metrics",)
+    app.state.csrf_key = csrf_key(settings.resolved_secret_key())
+    install_console(app)
     add_pagination(app)
 
     # Outermost last: CORS wraps everything so that 413 and 429 still carry its headers.

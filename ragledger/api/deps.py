@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ragledger.api.browser_session import SAFE_METHODS, SESSION_COOKIE, check_csrf
 from ragledger.core.database import session_scope
 from ragledger.core.runtime import Database
 from ragledger.core.settings import Settings
@@ -67,11 +68,21 @@ async def current_claims(
     tokens: TokensDep,
     token: Annotated[str | None, Depends(bearer_scheme)],
 ) -> TokenClaims:
-    """The valid, unrevoked token of the request; 401 otherwise."""
+    """The valid, unrevoked token of the request (bearer, else the console's cookie).
+
+    401 without one; a state change carried by the cookie must also pass the CSRF
+    checks of api/browser_session.py (403 otherwise).
+    """
+    from_cookie = False
+    if not token:
+        token = request.cookies.get(SESSION_COOKIE)
+        from_cookie = bool(token)
     if not token:
         raise AuthenticationError("not authenticated", reason="no_token")
     claims = await tokens.inspect(token)
     request.state.token_claims = claims
+    if from_cookie and request.method not in SAFE_METHODS:
+        await check_csrf(request, claims)
     return claims
 
 

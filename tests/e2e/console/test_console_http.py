@@ -1,0 +1,189 @@
+"""The console over plain HTTP: sign-in, the cookie session, CSRF and role checks.
+
+Fast checks through the app in process (httpx); the browser scenarios are in
+test_console_browser.py.
+"""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from ragledger.models.ledger import EventRow
+from tests.e2e.conftest import PASSWORD, Account
+
+ORIGIN = {"Origin": "http://testserver"}
+
+
+async def events_of(db, event_type: str) -> list[dict]:
+    async with db.sessionmaker() as session:
+        rows = await session.scalars(select(EventRow).where(EventRow.event_type == event_type))
+        return [row.payload for row in rows]
+
+
+async def sign_in(client: httpx.AsyncClient, account: Account) -> tuple[str, str]:
+    """Sign in through the page; the session cookie and the page's CSRF token."""
+    response = await client.post(
+        "/sign-in",
+        data={"email": account.email, "password": account.password, "next": "/"},
+        headers=ORIGIN,
+    )
+    assert response.status_code == 303, response.text
+    cookie = response.cookies["ragledger_session"]
+    page = await client.get("/", cookies={"ragledger_session": cookie})
+    assert page.status_code == 200, page.text
+    token = re.search(r'name="csrf-token" content="([0-9a-f]+)"', page.text)
+    assert token is not None
+    return cookie, token.group(1)
+
+
+async def test_anonymous_pages_redirect_to_sign_in(client) -> None:
+    response = await client.get("/my/questions?page=2")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/sign-in?next=%2Fmy%2Fquestions%3Fpage%3D2"
+    page = await client.get("/sign-in")
+    assert page.status_code == 200
+    assert '<label for="email">Email</label>' in page.text
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+
+
+async def test_sign_in_sets_a_strict_http_only_cookie_holding_an_api_token(
+    client, accounts
+) -> None:
+    response = await client.post(
+        "/sign-in",
+        data={"email": accounts["employee"].email, "password": PASSWORD, "next": "/documents"},
+        headers=ORIGIN,
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == "/documents"
+    set_cookie = response.headers["set-cookie"]
+    assert "HttpOnly" in set_cookie
+    assert "SameSite=strict" in set_cookie
+    assert "Secure" not in set_cookie  # plain http here
+    cookie = response.cookies["ragledger_session"]
+    # The same token works as a bearer token on the API.
+    me = await client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {cookie}"})
+    assert me.json()["email"] == accounts["employee"].email
+
+
+async def test_sign_in_over_https_from_a_trusted_proxy_sets_secure(client, accounts, app) -> None:
+    from ragledger.api.client_address import TrustedProxies
+
+    app.state.trusted_proxies = TrustedProxies.parse(["203.0.113.0/24"])
+    response = await client.post(
+        "/sign-in",
+        data={"email": accounts["employee"].email, "password": PASSWORD},
+        headers={"Origin": "https://testserver", "X-Forwarded-Proto": "https"},
+    )
+    assert response.status_code == 303, response.text
+    assert "Secure" in response.headers["set-cookie"]
+
+
+async def test_failed_sign_in_keeps_the_email_and_records_login_failed(
+    client, accounts, db
+) -> None:
+    response = await client.post(
+        "/sign-in",
+        data={"email": accounts["employee"].email, "password": "wrong password!!"},
+        headers=ORIGIN,
+    )
+    assert response.status_code == 400
+    assert "Incorrect email or password." in response.text
+    assert f'value="{accounts["employee"].email}"' in response.text
+    assert "ragledger_session" not in response.cookies
+    failed = await events_of(db, "LoginFailed")
+    assert [f["reason"] for f in failed] == ["wrong_password"]
+
+
+async def test_cross_site_sign_in_is_refused(client, accounts, db) -> None:
+    response = await client.post(
+        "/sign-in",
+        data={"email": accounts["employee"].email, "password": PASSWORD},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert response.status_code == 403
+    assert "ragledger_session" not in response.cookies
+    denied = await events_of(db, "AccessDenied")
+    assert denied[-1]["reason"] == "csrf_origin"
+
+
+async def test_cookie_state_change_needs_the_csrf_token_and_our_origin(
+    client, accounts, db
+) -> None:
+    cookie, csrf = await sign_in(client, accounts["employee"])
+    cookies = {"ragledger_session": cookie}
+    body = {"question": "How many days of leave?"}
+    # No token: refused before anything runs, and recorded as a denial.
+    no_token = await client.post("/api/v1/questions", json=body, headers=ORIGIN, cookies=cookies)
+    assert no_token.status_code == 403
+    assert "security token" in no_token.json()["detail"]
+    # A token from another session is as good as none.
+    forged = await client.post(
+        "/api/v1/questions",
+        json=body,
+        headers={**ORIGIN, "X-CSRF-Token": "0" * 64},
+        cookies=cookies,
+    )
+    assert forged.status_code == 403
+    # The right token from another site.
+    cross_site = await client.post(
+        "/api/v1/questions",
+        json=body,
+        headers={"Origin": "https://evil.example", "X-CSRF-Token": csrf},
+        cookies=cookies,
+    )
+    assert cross_site.status_code == 403
+    # A form posted without its token.
+    form = await client.post("/sign-out", data={}, headers=ORIGIN, cookies=cookies)
+    assert form.status_code == 403
+    reasons = [e["reason"] for e in await events_of(db, "AccessDenied")]
+    assert reasons == ["csrf_token", "csrf_token", "csrf_origin", "csrf_token"]
+    # A bearer token needs no CSRF token (no cookie is involved).
+    me = await client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {cookie}"})
+    assert me.status_code == 200
+
+
+async def test_signed_out_cookie_is_refused_everywhere(client, accounts, db) -> None:
+    cookie, csrf = await sign_in(client, accounts["employee"])
+    cookies = {"ragledger_session": cookie}
+    out = await client.post("/sign-out", data={"csrf_token": csrf}, headers=ORIGIN, cookies=cookies)
+    assert out.status_code == 303
+    assert out.headers["location"] == "/sign-in"
+    assert 'ragledger_session=""' in out.headers["set-cookie"]
+    assert len(await events_of(db, "UserLoggedOut")) == 1
+    page = await client.get("/", cookies=cookies)
+    assert page.status_code == 303
+    assert page.headers["location"].startswith("/sign-in")
+    api = await client.get("/api/v1/users/me", cookies=cookies)
+    assert api.status_code == 401
+    reasons = [e["reason"] for e in await events_of(db, "AccessDenied")]
+    assert reasons == ["token_revoked", "token_revoked"]
+
+
+async def test_deactivated_account_cookie_is_refused(client, accounts, db) -> None:
+    # The deactivated account's token (issued before deactivation) in the cookie.
+    cookies = {"ragledger_session": accounts["deactivated"].token}
+    page = await client.get("/", cookies=cookies)
+    assert page.status_code == 303
+    reasons = [e["reason"] for e in await events_of(db, "AccessDenied")]
+    assert reasons == ["deactivated"]
+
+
+@pytest.mark.parametrize(
+    ("who", "path", "expected"),
+    [
+        ("employee", "/", 200),
+        ("employee", "/my/questions", 200),
+        ("employee", "/documents", 200),
+    ],
+)
+async def test_pages_by_role(client, accounts, who: str, path: str, expected: int) -> None:
+    cookies = {"ragledger_session": accounts[who].token}
+    response = await client.get(path, cookies=cookies)
+    assert response.status_code == expected, response.text
