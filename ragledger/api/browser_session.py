@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from fastapi import Request, Response
@@ -26,6 +27,15 @@ CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """Who the request is signed in as, kept apart from the ORM row for rendering."""
+
+    id: uuid.UUID
+    email: str
+    role: str
 
 
 def csrf_key(secret: str) -> bytes:

@@ -14,7 +14,7 @@ from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ragledger.api.browser_session import SAFE_METHODS, SESSION_COOKIE, check_csrf
+from ragledger.api.browser_session import SAFE_METHODS, SESSION_COOKIE, Viewer, check_csrf
 from ragledger.core.database import session_scope
 from ragledger.core.runtime import Database
 from ragledger.core.settings import Settings
@@ -98,6 +98,8 @@ async def current_user(
     if not user.is_active:
         raise AuthenticationError("account is deactivated", reason="deactivated", user_id=user.id)
     request.state.user = user
+    # A copy that outlives the request's transaction (a refusal rolls it back).
+    request.state.viewer = Viewer(id=user.id, email=user.email, role=user.role)
     return user
 
 

@@ -158,7 +158,7 @@ def _csp_for(headers: Sequence[tuple[bytes, bytes]], *, is_docs_path: bool) -> s
         return CONSOLE_CSP
     # Everything else (JSON, event streams, errors, any download) gets the strict
     # policy: it only restricts what a rendered document may load, so data responses
-    # lose nothing, and an HTML document that should not be here cannot run.
+    # lose nothing.
     return STRICT_CSP
 
 

@@ -12,8 +12,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 
-from ragledger.api.browser_session import csrf_token_for
-from ragledger.models.users import User
+from ragledger.api.browser_session import Viewer, csrf_token_for
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
@@ -84,12 +83,11 @@ def render(
     template: str,
     context: dict[str, Any] | None = None,
     *,
-    user: User | None = None,
     status_code: int = 200,
     title: str = "",
 ) -> HTMLResponse:
     """A page rendered in the layout, with the session's user and CSRF token."""
-    user = user or getattr(request.state, "user", None)
+    user: Viewer | None = getattr(request.state, "viewer", None)
     navigation = (
         [(path, label) for path, label, roles in NAVIGATION if user.role in roles] if user else []
     )

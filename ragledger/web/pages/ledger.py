@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse
 from ragledger.api.deps import AuditorUser, SessionDep, SettingsDep
 from ragledger.api.request_context import event_metadata
 from ragledger.services import audit_queries
-from ragledger.services.audit_queries import EventFilters, cursor_key
+from ragledger.services.audit_queries import EventFilters, clamp_size, cursor_key
 from ragledger.services.errors import DomainError, NotFoundError
 from ragledger.services.ledger_audit import export_line
 from ragledger.web.forms import optional_int, optional_time, optional_uuid
@@ -38,6 +38,7 @@ async def ledger_page(
     to_position: str = "",
     order: Literal["newest", "oldest"] = "newest",
     cursor: str | None = None,
+    size: int = LEDGER_PAGE_SIZE,
 ) -> HTMLResponse:
     """Ledger events, newest or oldest first, filtered, with cursor paging (auditor, admin)."""
     form = {
@@ -51,6 +52,7 @@ async def ledger_page(
         "to_position": to_position,
         "order": order,
     }
+    size = clamp_size(size)
     try:
         filters = EventFilters.build(
             event_types=[t.strip() for t in event_type.split(",") if t.strip()],
@@ -66,7 +68,7 @@ async def ledger_page(
             session,
             filters=filters,
             order=order,
-            size=LEDGER_PAGE_SIZE,
+            size=size,
             cursor=cursor or None,
             key=cursor_key(settings.resolved_secret_key()),
         )
@@ -86,7 +88,7 @@ async def ledger_page(
             **filters.record(),
             **page.record(),
             "order": (order,),
-            "size": (str(LEDGER_PAGE_SIZE),),
+            "size": (str(size),),
         },
         item_count=len(page.items),
         metadata=event_metadata(request, auditor),

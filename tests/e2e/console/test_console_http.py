@@ -18,6 +18,12 @@ from tests.e2e.conftest import PASSWORD, Account
 ORIGIN = {"Origin": "http://testserver"}
 
 
+@pytest.fixture
+def settings(settings):
+    """Three sign-ins per account per 15 minutes, so a lockout is quick to reach."""
+    return settings.model_copy(update={"rate_limit_login_per_account": "3/15minute"})
+
+
 async def events_of(db, event_type: str) -> list[dict]:
     async with db.sessionmaker() as session:
         rows = await session.scalars(select(EventRow).where(EventRow.event_type == event_type))
@@ -101,6 +107,22 @@ async def test_failed_sign_in_keeps_the_email_and_records_login_failed(
     assert [f["reason"] for f in failed] == ["wrong_password"]
 
 
+async def test_sign_in_lockout_says_when_to_retry_and_is_recorded(client, db) -> None:
+    for attempt in range(4):
+        response = await client.post(
+            "/sign-in",
+            data={"email": "ghost@example.com", "password": f"guess number {attempt}"},
+            headers=ORIGIN,
+        )
+    assert response.status_code == 429
+    assert "Too many sign-in attempts" in response.text
+    assert int(response.headers["retry-after"]) > 0
+    assert 'value="ghost@example.com"' in response.text
+    assert len(await events_of(db, "LoginFailed")) == 3
+    [limited] = await events_of(db, "RateLimitExceeded")
+    assert limited["scope"] == "login_account"
+
+
 async def test_cross_site_sign_in_is_refused(client, accounts, db) -> None:
     response = await client.post(
         "/sign-in",
@@ -175,15 +197,98 @@ async def test_deactivated_account_cookie_is_refused(client, accounts, db) -> No
     assert reasons == ["deactivated"]
 
 
-@pytest.mark.parametrize(
-    ("who", "path", "expected"),
-    [
-        ("employee", "/", 200),
-        ("employee", "/my/questions", 200),
-        ("employee", "/documents", 200),
-    ],
-)
-async def test_pages_by_role(client, accounts, who: str, path: str, expected: int) -> None:
-    cookies = {"ragledger_session": accounts[who].token}
-    response = await client.get(path, cookies=cookies)
-    assert response.status_code == expected, response.text
+# The console's policy, like the API's matrix: every page and who may open it.
+PAGES: dict[str, frozenset[str]] = {
+    "/": frozenset({"employee", "auditor", "admin"}),
+    "/my/questions": frozenset({"employee", "auditor", "admin"}),
+    "/documents": frozenset({"employee", "auditor", "admin"}),
+    "/audit/answers": frozenset({"auditor", "admin"}),
+    "/audit/ledger": frozenset({"auditor", "admin"}),
+    "/audit/ledger/1": frozenset({"auditor", "admin"}),
+    "/audit/integrity": frozenset({"auditor", "admin"}),
+    "/admin/documents": frozenset({"admin"}),
+    "/admin/users": frozenset({"admin"}),
+    "/admin/anomalies": frozenset({"admin"}),
+    "/admin/status": frozenset({"admin"}),
+}
+
+
+def test_the_console_policy_names_every_page(app) -> None:
+    from fastapi.routing import APIRoute
+
+    from ragledger.web import PAGE_MODULES
+
+    pages = {
+        route.path
+        for module in PAGE_MODULES
+        for route in module.router.routes
+        if isinstance(route, APIRoute) and "GET" in route.methods and "{" not in route.path
+    }
+    assert pages - {"/sign-in"} == {p for p in PAGES if "/1" not in p}
+
+
+@pytest.mark.parametrize("who", ["anonymous", "employee", "auditor", "admin"])
+async def test_pages_by_role(client, accounts, db, who: str) -> None:
+    if who != "anonymous":
+        client.cookies.set("ragledger_session", accounts[who].token)
+    for path, allowed in PAGES.items():
+        response = await client.get(path)
+        if who == "anonymous":
+            assert response.status_code == 303, path
+        elif who in allowed:
+            assert response.status_code == 200, (path, response.text)
+            assert "<h1>" in response.text
+        else:
+            assert response.status_code == 403, path
+            assert "your role does not allow this" in response.text
+    views = [e["view"] for e in await events_of(db, "AuditViewed")]
+    if who in ("auditor", "admin"):
+        assert views == ["answers", "events", "events", "integrity"]
+    else:
+        assert views == []
+
+
+async def test_audit_filters_keep_input_and_explain_errors(client, accounts) -> None:
+    client.cookies.set("ragledger_session", accounts["auditor"].token)
+    response = await client.get(
+        "/audit/answers",
+        params={"asked_from": "2026-02-01T00:00", "asked_to": "2026-01-01T00:00", "asker": "x"},
+    )
+    assert response.status_code == 422
+    assert "Asker must be an id" in response.text
+    reversed_range = await client.get(
+        "/audit/answers",
+        params={"asked_from": "2026-02-01T00:00", "asked_to": "2026-01-01T00:00"},
+    )
+    assert reversed_range.status_code == 400
+    assert 'value="2026-02-01T00:00"' in reversed_range.text
+    ledger = await client.get("/audit/ledger", params={"cursor": "forged"})
+    assert ledger.status_code == 400
+
+
+async def test_every_page_is_under_150_kb_of_its_own_html_css_and_js(client, accounts) -> None:
+    client.cookies.set("ragledger_session", accounts["admin"].token)
+    weights = {}
+    for path in PAGES:
+        page = await client.get(path)
+        assert page.status_code == 200, path
+        total = len(page.content)
+        for asset in re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text):
+            response = await client.get(asset)
+            assert response.status_code == 200, asset
+            assert "unsafe" not in response.headers["content-security-policy"]
+            total += len(response.content)
+        weights[path] = total
+    print("console page weights (bytes):", weights)
+    assert max(weights.values()) < 150_000, weights
+
+
+async def test_pages_carry_no_inline_script_or_style(client, accounts) -> None:
+    client.cookies.set("ragledger_session", accounts["admin"].token)
+    for path in PAGES:
+        text = (await client.get(path)).text
+        assert "<script>" not in text, path
+        assert not re.search(r"<script(?![^>]*\bsrc=)", text), path
+        assert "<style" not in text, path
+        assert " style=" not in text, path
+        assert not re.search(r"<[^>]+\son[a-z]+=", text), path
