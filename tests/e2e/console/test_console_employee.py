@@ -68,7 +68,9 @@ async def test_nothing_found_is_said_plainly_and_other_groups_stay_invisible(
     console: ConsoleServer, browser: Browser
 ) -> None:
     shots = Shots("employee_boundaries")
-    context = await browser.new_context(viewport={"width": 375, "height": 800})
+    context = await browser.new_context(
+        viewport={"width": 375, "height": 800}, timezone_id="Asia/Tokyo"
+    )
     page = await context.new_page()
     await sign_in(page, console, "employee")
     console.fake.chat.tokens = None
@@ -101,6 +103,8 @@ async def test_nothing_found_is_said_plainly_and_other_groups_stay_invisible(
 
     await page.get_by_role("link", name="My questions").click()
     await expect(page.locator("main")).to_contain_text("Project Falcon merger valuation")
+    # Times are shown in the browser's zone (the page carries UTC).
+    await expect(page.locator("main time").first).to_contain_text("GMT+9")
     await shots.take(page, "my_questions")
     # No horizontal scrolling at 375 px.
     width = await page.evaluate("document.documentElement.scrollWidth")

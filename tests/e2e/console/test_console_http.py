@@ -39,7 +39,8 @@ async def sign_in(client: httpx.AsyncClient, account: Account) -> tuple[str, str
     )
     assert response.status_code == 303, response.text
     cookie = response.cookies["ragledger_session"]
-    page = await client.get("/", cookies={"ragledger_session": cookie})
+    client.cookies.set("ragledger_session", cookie)
+    page = await client.get("/")
     assert page.status_code == 200, page.text
     token = re.search(r'name="csrf-token" content="([0-9a-f]+)"', page.text)
     assert token is not None
@@ -139,10 +140,10 @@ async def test_cookie_state_change_needs_the_csrf_token_and_our_origin(
     client, accounts, db
 ) -> None:
     cookie, csrf = await sign_in(client, accounts["employee"])
-    cookies = {"ragledger_session": cookie}
+    client.cookies.set("ragledger_session", cookie)
     body = {"question": "How many days of leave?"}
     # No token: refused before anything runs, and recorded as a denial.
-    no_token = await client.post("/api/v1/questions", json=body, headers=ORIGIN, cookies=cookies)
+    no_token = await client.post("/api/v1/questions", json=body, headers=ORIGIN)
     assert no_token.status_code == 403
     assert "security token" in no_token.json()["detail"]
     # A token from another session is as good as none.
@@ -150,7 +151,6 @@ async def test_cookie_state_change_needs_the_csrf_token_and_our_origin(
         "/api/v1/questions",
         json=body,
         headers={**ORIGIN, "X-CSRF-Token": "0" * 64},
-        cookies=cookies,
     )
     assert forged.status_code == 403
     # The right token from another site.
@@ -158,11 +158,10 @@ async def test_cookie_state_change_needs_the_csrf_token_and_our_origin(
         "/api/v1/questions",
         json=body,
         headers={"Origin": "https://evil.example", "X-CSRF-Token": csrf},
-        cookies=cookies,
     )
     assert cross_site.status_code == 403
     # A form posted without its token.
-    form = await client.post("/sign-out", data={}, headers=ORIGIN, cookies=cookies)
+    form = await client.post("/sign-out", data={}, headers=ORIGIN)
     assert form.status_code == 403
     reasons = [e["reason"] for e in await events_of(db, "AccessDenied")]
     assert reasons == ["csrf_token", "csrf_token", "csrf_origin", "csrf_token"]
@@ -173,16 +172,19 @@ async def test_cookie_state_change_needs_the_csrf_token_and_our_origin(
 
 async def test_signed_out_cookie_is_refused_everywhere(client, accounts, db) -> None:
     cookie, csrf = await sign_in(client, accounts["employee"])
-    cookies = {"ragledger_session": cookie}
-    out = await client.post("/sign-out", data={"csrf_token": csrf}, headers=ORIGIN, cookies=cookies)
+    client.cookies.set("ragledger_session", cookie)
+    out = await client.post("/sign-out", data={"csrf_token": csrf}, headers=ORIGIN)
     assert out.status_code == 303
     assert out.headers["location"] == "/sign-in"
     assert 'ragledger_session=""' in out.headers["set-cookie"]
     assert len(await events_of(db, "UserLoggedOut")) == 1
-    page = await client.get("/", cookies=cookies)
+    # The browser drops it; a copy kept elsewhere is put back.
+    client.cookies.set("ragledger_session", cookie)
+    page = await client.get("/")
     assert page.status_code == 303
     assert page.headers["location"].startswith("/sign-in")
-    api = await client.get("/api/v1/users/me", cookies=cookies)
+    client.cookies.set("ragledger_session", cookie)
+    api = await client.get("/api/v1/users/me")
     assert api.status_code == 401
     reasons = [e["reason"] for e in await events_of(db, "AccessDenied")]
     assert reasons == ["token_revoked", "token_revoked"]
@@ -190,8 +192,8 @@ async def test_signed_out_cookie_is_refused_everywhere(client, accounts, db) -> 
 
 async def test_deactivated_account_cookie_is_refused(client, accounts, db) -> None:
     # The deactivated account's token (issued before deactivation) in the cookie.
-    cookies = {"ragledger_session": accounts["deactivated"].token}
-    page = await client.get("/", cookies=cookies)
+    client.cookies.set("ragledger_session", accounts["deactivated"].token)
+    page = await client.get("/")
     assert page.status_code == 303
     reasons = [e["reason"] for e in await events_of(db, "AccessDenied")]
     assert reasons == ["deactivated"]
