@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from ragledger.api.auth import build_fastapi_users
 from ragledger.api.background import BackgroundWork
 from ragledger.api.body_limit import BodyLimitMiddleware
+from ragledger.api.browser_session import csrf_key
 from ragledger.api.client_address import TrustedProxies
 from ragledger.api.errors import BODY_ERRORS, error_responses, install_error_handlers
 from ragledger.api.middleware import RequestContextMiddleware
@@ -70,6 +71,7 @@ from ragledger.services.security_events import (
 from ragledger.services.signing import DigestSigner
 from ragledger.services.tokens import TokenService
 from ragledger.services.tree_heads import scheduled_tree_heads
+from ragledger.web import install_console
 
 log = structlog.get_logger(__name__)
 
@@ -256,6 +258,8 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
     app.include_router(api)
     app.include_router(metrics.router)
     app.state.unlisted_paths = ("/metrics",)
+    app.state.csrf_key = csrf_key(settings.resolved_secret_key())
+    install_console(app)
     add_pagination(app)
 
     # Outermost last: CORS wraps everything so that 413 and 429 still carry its headers.

@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ragledger.api.browser_session import SAFE_METHODS, SESSION_COOKIE, Viewer, check_csrf
 from ragledger.core.database import session_scope
 from ragledger.core.runtime import Database
 from ragledger.core.settings import Settings
@@ -68,12 +69,25 @@ async def current_session(
     tokens: TokensDep,
     token: Annotated[str | None, Depends(bearer_scheme)],
 ) -> tuple[User, TokenClaims]:
-    """The request's account and token, admitted by `TokenService.authenticate`; 401 otherwise."""
+    """The request's account and token, admitted by `TokenService.authenticate`.
+
+    The token is the bearer token, else the console's cookie. 401 without one; a state
+    change carried by the cookie must also pass the CSRF checks of
+    api/browser_session.py (403 otherwise).
+    """
+    from_cookie = False
+    if not token:
+        token = request.cookies.get(SESSION_COOKIE)
+        from_cookie = bool(token)
     if not token:
         raise AuthenticationError("not authenticated", reason="no_token")
     user, claims = await tokens.authenticate(session, token)
     request.state.token_claims = claims
     request.state.user = user
+    # A copy that outlives the request's transaction (a refusal rolls it back).
+    request.state.viewer = Viewer(id=user.id, email=user.email, role=user.role)
+    if from_cookie and request.method not in SAFE_METHODS:
+        await check_csrf(request, claims)
     return user, claims
 
 

@@ -20,6 +20,12 @@ STRICT_CSP = "default-src 'none'; frame-ancestors 'none'"
 # little, and one that forgets a source breaks the page in a way no test here can see.
 # So those exact paths get no script policy, only the anti-framing directive.
 DOCS_CSP = "frame-ancestors 'none'"
+# The console's pages: scripts, styles and fetches from our own origin only, as files
+# (no inline script or style, no eval), forms posting only to us, nothing framing them.
+CONSOLE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
 # Two years, the value hstspreload.org asks for; `preload` is left to operators since
 # it is a commitment for every subdomain that is hard to take back.
 HSTS_VALUE = "max-age=63072000; includeSubDomains"
@@ -169,11 +175,14 @@ def _app_path(scope: Scope) -> str:
 
 
 def _csp_for(headers: Sequence[tuple[bytes, bytes]], *, is_docs_path: bool) -> str:
-    if is_docs_path and _content_type(headers).startswith("text/html"):
+    is_html = _content_type(headers).startswith("text/html")
+    if is_docs_path and is_html:
         return DOCS_CSP
+    if is_html:
+        return CONSOLE_CSP
     # Everything else (JSON, event streams, errors, any download) gets the strict
     # policy: it only restricts what a rendered document may load, so data responses
-    # lose nothing, and an HTML document that should not be here cannot run.
+    # lose nothing.
     return STRICT_CSP
 
 

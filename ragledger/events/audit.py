@@ -23,7 +23,8 @@ def audit_stream(auditor_id: UUID) -> str:
 class AuditViewed:
     """An auditor read an audit view: which one, with which filters, and how much came back.
 
-    `view` is `events`, `answers`, `answer` or `document_history`; `target_id` is the
+    `view` is `events`, `answers`, `answer`, `document_history` or (the console's
+    integrity page: head and signed digests) `integrity`; `target_id` is the
     question or document a single-item view was about (None for lists).
     """
 

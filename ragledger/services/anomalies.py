@@ -6,12 +6,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ragledger.events import store
 from ragledger.events.envelope import EventMetadata
 from ragledger.events.errors import WrongExpectedVersionError
 from ragledger.events.oversight import AnomalyAcknowledged, anomaly_stream
+from ragledger.models.oversight import AnomalyRow
 from ragledger.services.errors import ConflictError, NotFoundError
 
 # The notifier appends to the same stream; losing that race is retried, since the
@@ -66,3 +68,27 @@ async def acknowledge_anomaly(
             position=recorded[0].position,
         )
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def inbox_query(
+    *,
+    rule: str | None = None,
+    severity: str | None = None,
+    acknowledged: bool | None = None,
+    subject: str | None = None,
+) -> Select[tuple[AnomalyRow]]:
+    """The anomalies inbox, newest first, filtered (the API's list and the console's)."""
+    query = select(AnomalyRow).order_by(AnomalyRow.detected_position.desc())
+    if rule is not None:
+        query = query.where(AnomalyRow.rule == rule)
+    if severity is not None:
+        query = query.where(AnomalyRow.severity == severity)
+    if acknowledged is not None:
+        query = query.where(
+            AnomalyRow.acknowledged_at.is_not(None)
+            if acknowledged
+            else AnomalyRow.acknowledged_at.is_(None)
+        )
+    if subject is not None:
+        query = query.where(AnomalyRow.subject == subject)
+    return query

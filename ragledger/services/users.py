@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from fastapi_users.password import PasswordHelper
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ragledger.events import store
@@ -281,3 +281,24 @@ async def list_groups(session: AsyncSession) -> list[tuple[str, int]]:
         select(group, func.count()).where(User.is_active.is_(True)).group_by(group).order_by(group)
     )
     return [(row[0], row[1]) for row in rows]
+
+
+def accounts_query(
+    *,
+    role: str | None = None,
+    group: str | None = None,
+    active: bool | None = None,
+    email: str | None = None,
+) -> Select[tuple[User]]:
+    """Accounts, oldest first, filtered; `email` is a case-insensitive substring."""
+    query = select(User).order_by(User.created_at, User.id)
+    if role is not None:
+        query = query.where(User.role == role)
+    if group is not None:
+        query = query.where(User.groups.any(group.lower()))
+    if active is not None:
+        query = query.where(User.is_active.is_(active))
+    if email:
+        escaped = email.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(func.lower(User.email).like(f"%{escaped}%", escape="\\"))
+    return query

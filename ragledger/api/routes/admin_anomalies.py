@@ -6,12 +6,10 @@ import uuid
 
 from fastapi import APIRouter, Query, Request
 from fastapi_pagination.ext.sqlalchemy import apaginate
-from sqlalchemy import select
 
 from ragledger.api.deps import NO_NUL, AdminUser, SessionDep
 from ragledger.api.errors import BODY_ERRORS, error_responses
 from ragledger.api.request_context import event_metadata
-from ragledger.models.oversight import AnomalyRow
 from ragledger.schemas.anomalies import (
     AnomalyAcknowledge,
     AnomalyAcknowledgementPublic,
@@ -36,19 +34,12 @@ async def list_anomalies(
     ),
 ) -> Page[AnomalyPublic]:
     """List anomalies, newest first, by rule, severity, acknowledgement or subject (admin)."""
-    query = select(AnomalyRow).order_by(AnomalyRow.detected_position.desc())
-    if rule is not None:
-        query = query.where(AnomalyRow.rule == rule.value)
-    if severity is not None:
-        query = query.where(AnomalyRow.severity == severity.value)
-    if acknowledged is not None:
-        query = query.where(
-            AnomalyRow.acknowledged_at.is_not(None)
-            if acknowledged
-            else AnomalyRow.acknowledged_at.is_(None)
-        )
-    if subject is not None:
-        query = query.where(AnomalyRow.subject == subject)
+    query = anomalies_service.inbox_query(
+        rule=rule.value if rule is not None else None,
+        severity=severity.value if severity is not None else None,
+        acknowledged=acknowledged,
+        subject=subject,
+    )
     return await apaginate(session, query)
 
 

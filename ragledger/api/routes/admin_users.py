@@ -6,12 +6,11 @@ import uuid
 
 from fastapi import APIRouter, Query, Request, status
 from fastapi_pagination.ext.sqlalchemy import apaginate
-from sqlalchemy import func, select
 
 from ragledger.api.deps import NO_NUL, AdminUser, SessionDep, SettingsDep
 from ragledger.api.errors import BODY_ERRORS, error_responses
 from ragledger.api.request_context import event_metadata
-from ragledger.models.users import Role, User
+from ragledger.models.users import Role
 from ragledger.schemas.pagination import Page
 from ragledger.schemas.users import GroupPublic, UserCreate, UserPublic, UserUpdate
 from ragledger.services import users as users_service
@@ -31,16 +30,9 @@ async def list_users(
     ),
 ) -> Page[UserPublic]:
     """List accounts, filtered by role, group, active state or email (admin)."""
-    query = select(User).order_by(User.created_at, User.id)
-    if role is not None:
-        query = query.where(User.role == role.value)
-    if group is not None:
-        query = query.where(User.groups.any(group.lower()))
-    if active is not None:
-        query = query.where(User.is_active.is_(active))
-    if email:
-        escaped = email.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        query = query.where(func.lower(User.email).like(f"%{escaped}%", escape="\\"))
+    query = users_service.accounts_query(
+        role=role.value if role is not None else None, group=group, active=active, email=email
+    )
     return await apaginate(session, query)
 
 

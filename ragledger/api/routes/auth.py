@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.responses import JSONResponse
 from fastapi.security import OAuth2PasswordRequestForm
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ragledger.api.deps import CurrentUser, SessionDep, TokensDep, current_claims
 from ragledger.api.errors import error_responses
@@ -19,10 +20,11 @@ from ragledger.events.access import (
     UserLoggedOut,
     user_stream,
 )
+from ragledger.models.users import User
 from ragledger.schemas.users import AccessTokenPublic
 from ragledger.services import users as users_service
 from ragledger.services.security_events import record_security_event
-from ragledger.services.tokens import TokenClaims
+from ragledger.services.tokens import TokenClaims, TokenService
 
 router = APIRouter(prefix="/auth/jwt", tags=["auth"])
 
@@ -45,7 +47,23 @@ async def login(
     credentials: Annotated[OAuth2PasswordRequestForm, Depends()],
 ) -> AccessTokenPublic | JSONResponse:
     """Exchange email and password for a bearer token (public)."""
-    email = credentials.username.strip()
+    token = await sign_in(
+        request, session, tokens, email=credentials.username, password=credentials.password
+    )
+    if token is None:
+        return JSONResponse({"detail": BAD_CREDENTIALS}, status_code=status.HTTP_400_BAD_REQUEST)
+    return AccessTokenPublic(access_token=token, expires_in=tokens.lifetime_s)
+
+
+async def sign_in(
+    request: Request, session: AsyncSession, tokens: TokenService, *, email: str, password: str
+) -> str | None:
+    """A new token for these credentials, or None (the failure is recorded).
+
+    Rate limits raise RateLimitExceededError. Shared by the API's login and the
+    console's sign-in page, so both count, lock out and record alike.
+    """
+    email = email.strip()
     # The ledger cannot hold NUL (no account's email has one: get_by_email finds none);
     # the attempt is counted and recorded with U+FFFD in its place.
     storable_email = email.replace("\x00", "\ufffd")
@@ -55,12 +73,10 @@ async def login(
 
     user = await users_service.get_by_email(session, email) if email else None
     if user is None:
-        await users_service.verify_password(credentials.password, _DUMMY_HASH)
+        await users_service.verify_password(password, _DUMMY_HASH)
         reason = "unknown_email"
     else:
-        verified, new_hash = await users_service.verify_password(
-            credentials.password, user.hashed_password
-        )
+        verified, new_hash = await users_service.verify_password(password, user.hashed_password)
         if not verified:
             reason = "wrong_password"
         elif not user.is_active:
@@ -77,7 +93,7 @@ async def login(
             ),
             event_metadata(request),
         )
-        return JSONResponse({"detail": BAD_CREDENTIALS}, status_code=status.HTTP_400_BAD_REQUEST)
+        return None
 
     assert user is not None
     token, claims = tokens.issue(user.id)
@@ -87,7 +103,7 @@ async def login(
         [LoginSucceeded(user_id=user.id, token_id=claims.token_id)],
         metadata=event_metadata(request, user),
     )
-    return AccessTokenPublic(access_token=token, expires_in=tokens.lifetime_s)
+    return token
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(401))
@@ -99,6 +115,18 @@ async def logout(
     claims: Annotated[TokenClaims, Depends(current_claims)],
 ) -> Response:
     """Revoke the token used for this request (any signed-in user)."""
+    await sign_out(request, session, tokens, user, claims)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+async def sign_out(
+    request: Request,
+    session: AsyncSession,
+    tokens: TokenService,
+    user: User,
+    claims: TokenClaims,
+) -> None:
+    """Revoke this token and record the logout (the API's and the console's)."""
     # In the transaction of the UserLoggedOut event: both are recorded, or neither.
     await tokens.revoke(session, claims)
     await store.append(
@@ -107,4 +135,3 @@ async def logout(
         [UserLoggedOut(user_id=user.id, token_id=claims.token_id)],
         metadata=event_metadata(request, user),
     )
-    return Response(status_code=status.HTTP_204_NO_CONTENT)

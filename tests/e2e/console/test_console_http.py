@@ -1,0 +1,296 @@
+"""The console over plain HTTP: sign-in, the cookie session, CSRF and role checks.
+
+Fast checks through the app in process (httpx); the browser scenarios are in
+test_console_browser.py.
+"""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from ragledger.models.ledger import EventRow
+from tests.e2e.conftest import PASSWORD, Account
+
+ORIGIN = {"Origin": "http://testserver"}
+
+
+@pytest.fixture
+def settings(settings):
+    """Three sign-ins per account per 15 minutes, so a lockout is quick to reach."""
+    return settings.model_copy(update={"rate_limit_login_per_account": "3/15minute"})
+
+
+async def events_of(db, event_type: str) -> list[dict]:
+    async with db.sessionmaker() as session:
+        rows = await session.scalars(select(EventRow).where(EventRow.event_type == event_type))
+        return [row.payload for row in rows]
+
+
+async def sign_in(client: httpx.AsyncClient, account: Account) -> tuple[str, str]:
+    """Sign in through the page; the session cookie and the page's CSRF token."""
+    response = await client.post(
+        "/sign-in",
+        data={"email": account.email, "password": account.password, "next": "/"},
+        headers=ORIGIN,
+    )
+    assert response.status_code == 303, response.text
+    cookie = response.cookies["ragledger_session"]
+    client.cookies.set("ragledger_session", cookie)
+    page = await client.get("/")
+    assert page.status_code == 200, page.text
+    token = re.search(r'name="csrf-token" content="([0-9a-f]+)"', page.text)
+    assert token is not None
+    return cookie, token.group(1)
+
+
+async def test_anonymous_pages_redirect_to_sign_in(client) -> None:
+    response = await client.get("/my/questions?page=2")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/sign-in?next=%2Fmy%2Fquestions%3Fpage%3D2"
+    page = await client.get("/sign-in")
+    assert page.status_code == 200
+    assert '<label for="email">Email</label>' in page.text
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+
+
+async def test_sign_in_sets_a_strict_http_only_cookie_holding_an_api_token(
+    client, accounts
+) -> None:
+    response = await client.post(
+        "/sign-in",
+        data={"email": accounts["employee"].email, "password": PASSWORD, "next": "/documents"},
+        headers=ORIGIN,
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == "/documents"
+    set_cookie = response.headers["set-cookie"]
+    assert "HttpOnly" in set_cookie
+    assert "SameSite=strict" in set_cookie
+    assert "Secure" not in set_cookie  # plain http here
+    cookie = response.cookies["ragledger_session"]
+    # The same token works as a bearer token on the API.
+    me = await client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {cookie}"})
+    assert me.json()["email"] == accounts["employee"].email
+
+
+async def test_sign_in_over_https_from_a_trusted_proxy_sets_secure(client, accounts, app) -> None:
+    from ragledger.api.client_address import TrustedProxies
+
+    app.state.trusted_proxies = TrustedProxies.parse(["203.0.113.0/24"])
+    response = await client.post(
+        "/sign-in",
+        data={"email": accounts["employee"].email, "password": PASSWORD},
+        headers={"Origin": "https://testserver", "X-Forwarded-Proto": "https"},
+    )
+    assert response.status_code == 303, response.text
+    assert "Secure" in response.headers["set-cookie"]
+
+
+async def test_failed_sign_in_keeps_the_email_and_records_login_failed(
+    client, accounts, db
+) -> None:
+    response = await client.post(
+        "/sign-in",
+        data={"email": accounts["employee"].email, "password": "wrong password!!"},
+        headers=ORIGIN,
+    )
+    assert response.status_code == 400
+    assert "Incorrect email or password." in response.text
+    assert f'value="{accounts["employee"].email}"' in response.text
+    assert "ragledger_session" not in response.cookies
+    failed = await events_of(db, "LoginFailed")
+    assert [f["reason"] for f in failed] == ["wrong_password"]
+
+
+async def test_sign_in_lockout_says_when_to_retry_and_is_recorded(client, db) -> None:
+    for attempt in range(4):
+        response = await client.post(
+            "/sign-in",
+            data={"email": "ghost@example.com", "password": f"guess number {attempt}"},
+            headers=ORIGIN,
+        )
+    assert response.status_code == 429
+    assert "Too many sign-in attempts" in response.text
+    assert int(response.headers["retry-after"]) > 0
+    assert 'value="ghost@example.com"' in response.text
+    assert len(await events_of(db, "LoginFailed")) == 3
+    [limited] = await events_of(db, "RateLimitExceeded")
+    assert limited["scope"] == "login_account"
+
+
+async def test_cross_site_sign_in_is_refused(client, accounts, db) -> None:
+    response = await client.post(
+        "/sign-in",
+        data={"email": accounts["employee"].email, "password": PASSWORD},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert response.status_code == 403
+    assert "ragledger_session" not in response.cookies
+    denied = await events_of(db, "AccessDenied")
+    assert denied[-1]["reason"] == "csrf_origin"
+
+
+async def test_cookie_state_change_needs_the_csrf_token_and_our_origin(
+    client, accounts, db
+) -> None:
+    cookie, csrf = await sign_in(client, accounts["employee"])
+    client.cookies.set("ragledger_session", cookie)
+    body = {"question": "How many days of leave?"}
+    # No token: refused before anything runs, and recorded as a denial.
+    no_token = await client.post("/api/v1/questions", json=body, headers=ORIGIN)
+    assert no_token.status_code == 403
+    assert "security token" in no_token.json()["detail"]
+    # A token from another session is as good as none.
+    forged = await client.post(
+        "/api/v1/questions",
+        json=body,
+        headers={**ORIGIN, "X-CSRF-Token": "0" * 64},
+    )
+    assert forged.status_code == 403
+    # The right token from another site.
+    cross_site = await client.post(
+        "/api/v1/questions",
+        json=body,
+        headers={"Origin": "https://evil.example", "X-CSRF-Token": csrf},
+    )
+    assert cross_site.status_code == 403
+    # A form posted without its token.
+    form = await client.post("/sign-out", data={}, headers=ORIGIN)
+    assert form.status_code == 403
+    reasons = [e["reason"] for e in await events_of(db, "AccessDenied")]
+    assert reasons == ["csrf_token", "csrf_token", "csrf_origin", "csrf_token"]
+    # A bearer token needs no CSRF token (no cookie is involved).
+    me = await client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {cookie}"})
+    assert me.status_code == 200
+
+
+async def test_signed_out_cookie_is_refused_everywhere(client, accounts, db) -> None:
+    cookie, csrf = await sign_in(client, accounts["employee"])
+    client.cookies.set("ragledger_session", cookie)
+    out = await client.post("/sign-out", data={"csrf_token": csrf}, headers=ORIGIN)
+    assert out.status_code == 303
+    assert out.headers["location"] == "/sign-in"
+    assert 'ragledger_session=""' in out.headers["set-cookie"]
+    assert len(await events_of(db, "UserLoggedOut")) == 1
+    # The browser drops it; a copy kept elsewhere is put back.
+    client.cookies.set("ragledger_session", cookie)
+    page = await client.get("/")
+    assert page.status_code == 303
+    assert page.headers["location"].startswith("/sign-in")
+    client.cookies.set("ragledger_session", cookie)
+    api = await client.get("/api/v1/users/me")
+    assert api.status_code == 401
+    reasons = [e["reason"] for e in await events_of(db, "AccessDenied")]
+    assert reasons == ["token_revoked", "token_revoked"]
+
+
+async def test_deactivated_account_cookie_is_refused(client, accounts, db) -> None:
+    # The deactivated account's token (issued before deactivation) in the cookie.
+    client.cookies.set("ragledger_session", accounts["deactivated"].token)
+    page = await client.get("/")
+    assert page.status_code == 303
+    reasons = [e["reason"] for e in await events_of(db, "AccessDenied")]
+    assert reasons == ["deactivated"]
+
+
+# The console's policy, like the API's matrix: every page and who may open it.
+PAGES: dict[str, frozenset[str]] = {
+    "/": frozenset({"employee", "auditor", "admin"}),
+    "/my/questions": frozenset({"employee", "auditor", "admin"}),
+    "/documents": frozenset({"employee", "auditor", "admin"}),
+    "/audit/answers": frozenset({"auditor", "admin"}),
+    "/audit/ledger": frozenset({"auditor", "admin"}),
+    "/audit/ledger/1": frozenset({"auditor", "admin"}),
+    "/audit/integrity": frozenset({"auditor", "admin"}),
+    "/admin/documents": frozenset({"admin"}),
+    "/admin/users": frozenset({"admin"}),
+    "/admin/anomalies": frozenset({"admin"}),
+    "/admin/status": frozenset({"admin"}),
+}
+
+
+def test_the_console_policy_names_every_page(app) -> None:
+    from fastapi.routing import APIRoute
+
+    from ragledger.web import PAGE_MODULES
+
+    pages = {
+        route.path
+        for module in PAGE_MODULES
+        for route in module.router.routes
+        if isinstance(route, APIRoute) and "GET" in route.methods and "{" not in route.path
+    }
+    assert pages - {"/sign-in"} == {p for p in PAGES if "/1" not in p}
+
+
+@pytest.mark.parametrize("who", ["anonymous", "employee", "auditor", "admin"])
+async def test_pages_by_role(client, accounts, db, who: str) -> None:
+    if who != "anonymous":
+        client.cookies.set("ragledger_session", accounts[who].token)
+    for path, allowed in PAGES.items():
+        response = await client.get(path)
+        if who == "anonymous":
+            assert response.status_code == 303, path
+        elif who in allowed:
+            assert response.status_code == 200, (path, response.text)
+            assert "<h1>" in response.text
+        else:
+            assert response.status_code == 403, path
+            assert "your role does not allow this" in response.text
+    views = [e["view"] for e in await events_of(db, "AuditViewed")]
+    if who in ("auditor", "admin"):
+        assert views == ["answers", "events", "events", "integrity"]
+    else:
+        assert views == []
+
+
+async def test_audit_filters_keep_input_and_explain_errors(client, accounts) -> None:
+    client.cookies.set("ragledger_session", accounts["auditor"].token)
+    response = await client.get(
+        "/audit/answers",
+        params={"asked_from": "2026-02-01T00:00", "asked_to": "2026-01-01T00:00", "asker": "x"},
+    )
+    assert response.status_code == 422
+    assert "Asker must be an id" in response.text
+    reversed_range = await client.get(
+        "/audit/answers",
+        params={"asked_from": "2026-02-01T00:00", "asked_to": "2026-01-01T00:00"},
+    )
+    assert reversed_range.status_code == 400
+    assert 'value="2026-02-01T00:00"' in reversed_range.text
+    ledger = await client.get("/audit/ledger", params={"cursor": "forged"})
+    assert ledger.status_code == 400
+
+
+async def test_every_page_is_under_150_kb_of_its_own_html_css_and_js(client, accounts) -> None:
+    client.cookies.set("ragledger_session", accounts["admin"].token)
+    weights = {}
+    for path in PAGES:
+        page = await client.get(path)
+        assert page.status_code == 200, path
+        total = len(page.content)
+        for asset in re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text):
+            response = await client.get(asset)
+            assert response.status_code == 200, asset
+            assert "unsafe" not in response.headers["content-security-policy"]
+            total += len(response.content)
+        weights[path] = total
+    print("console page weights (bytes):", weights)
+    assert max(weights.values()) < 150_000, weights
+
+
+async def test_pages_carry_no_inline_script_or_style(client, accounts) -> None:
+    client.cookies.set("ragledger_session", accounts["admin"].token)
+    for path in PAGES:
+        text = (await client.get(path)).text
+        assert "<script>" not in text, path
+        assert not re.search(r"<script(?![^>]*\bsrc=)", text), path
+        assert "<style" not in text, path
+        assert " style=" not in text, path
+        assert not re.search(r"<[^>]+\son[a-z]+=", text), path
