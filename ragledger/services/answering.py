@@ -91,10 +91,14 @@ class _Progress:
 
 
 def retrieval_params(settings: Settings, top_k: int) -> RetrievalParams:
-    """The retrieval knobs for one question."""
+    """The retrieval knobs for one question.
+
+    The candidate depth never depends on the question's `top_k`, so the chunks for a
+    smaller `top_k` are the first ones of a larger `top_k`'s, in the same order.
+    """
     return RetrievalParams(
         top_k=top_k,
-        candidates=max(settings.retrieval_candidates, top_k),
+        candidates=max(settings.retrieval_candidates, settings.top_k_max, top_k),
         rrf_k=settings.rrf_k,
         min_similarity=settings.min_similarity,
         ef_search=settings.hnsw_ef_search,
