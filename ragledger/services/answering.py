@@ -103,6 +103,8 @@ def retrieval_params(settings: Settings, top_k: int) -> RetrievalParams:
         min_similarity=settings.min_similarity,
         ef_search=settings.hnsw_ef_search,
         max_scan_tuples=settings.hnsw_max_scan_tuples,
+        fusion=settings.fusion,
+        text_weight=settings.fusion_text_weight,
     )
 
 
@@ -408,6 +410,8 @@ async def _run(
                     "top_k": str(params.top_k),
                     "candidates": str(params.candidates),
                     "rrf_k": str(params.rrf_k),
+                    "fusion": params.fusion,
+                    "fusion_text_weight": str(params.text_weight),
                     "min_similarity": str(params.min_similarity),
                     "hnsw_ef_search": str(params.ef_search),
                     "hnsw_max_scan_tuples": str(params.max_scan_tuples),
