@@ -165,6 +165,9 @@ class OnnxEmbedder(LocalEmbedder):
                 except Exception as exc:
                     raise EmbeddingError(f"cannot export the model to ONNX: {exc}") from exc
             options = onnxruntime.SessionOptions()
+            # Idle pool threads spin by default, which steals the cores from every other
+            # process on a shared machine (and from the event loop's thread here).
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             if self._threads > 0:
                 options.intra_op_num_threads = self._threads
             self._session = onnxruntime.InferenceSession(
