@@ -193,7 +193,7 @@ class Settings(BaseSettings):
     # How the vector and word rankings merge: "score" (cosine + FUSION_TEXT_WEIGHT x the
     # word score relative to the question's best) or "rrf" (equal votes by rank). On the
     # evaluation set score fusion at 0.1 beat RRF and dense search alone on every
-    # question type (bench/results/quality.md); 0.2 lost keyword questions.
+    # question type (bench/results/quality.json (bench/quality.py)); 0.2 lost keyword questions.
     fusion: Literal["score", "rrf"] = "score"
     fusion_text_weight: float = Field(default=0.1, ge=0.0, le=10.0)
     # A chunk is relevant when its cosine similarity reaches this or it matches the words

@@ -8,7 +8,7 @@ shares a common word with the question gains as much as one close in meaning.
 Score fusion: cosine similarity + weight x (word-match score / the best word-match
 score of the question), so words add a bounded bonus to meaning instead of a vote. On
 the evaluation set (eval/python-docs.jsonl) it beat RRF and dense search alone; the
-weight was chosen there (see bench/results/quality.md).
+weight was chosen there (see bench/results/quality.json (bench/quality.py)).
 """
 
 from __future__ import annotations
