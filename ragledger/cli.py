@@ -474,6 +474,56 @@ def ask(
     typer.echo(f"answer id: {outcome.get('answer_id')}")
 
 
+@app.command("eval")
+def evaluate(
+    dataset: Annotated[Path, typer.Argument(help="Evaluation set (JSON Lines).")],
+    as_email: Annotated[
+        str | None, typer.Option("--as", help="Ask as this account (default: an evaluator).")
+    ] = None,
+    top_k: Annotated[int, typer.Option(min=1, max=20, help="Context chunks (k).")] = 5,
+    mode: Annotated[str, typer.Option(help="extractive or generative answers.")] = "extractive",
+    answers: Annotated[bool, typer.Option(help="Run the answer path too.")] = True,
+    corpus: Annotated[bool, typer.Option(help="Ingest the corpus files that are missing.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Write the JSON report here.")] = None,
+) -> None:
+    """Measure retrieval and answers on an evaluation set; recorded as EvaluationCompleted."""
+    from rich.console import Console
+
+    from ragledger.cli_evaluation import evaluate as run_eval
+    from ragledger.cli_evaluation import render, write_json
+    from ragledger.services.evaluation.dataset import DatasetError, load_dataset
+    from ragledger.services.evaluation.run import MODES, EvalOptions
+
+    if mode not in MODES:
+        _fail(f"error: --mode must be one of {', '.join(MODES)}", code=2)
+    settings = _settings()
+    try:
+        loaded = load_dataset(dataset)
+    except DatasetError as exc:
+        _fail(f"error: {exc}", code=2)
+    options = EvalOptions(top_k=top_k, mode=mode, answers=answers)
+
+    async def work(database: Database):  # noqa: ANN202
+        return await run_eval(
+            database,
+            settings,
+            loaded,
+            as_email=as_email,
+            options=options,
+            ingest=corpus,
+            metadata=_cli_metadata(),
+        )
+
+    try:
+        report = _with_database(work)
+    except (DatasetError, LookupError) as exc:
+        _fail(f"error: {exc}")
+    render(report, Console())
+    if out is not None:
+        write_json(report, out)
+        typer.echo(f"report written to {out}")
+
+
 @audit_app.command("export")
 def audit_export(
     out: Annotated[Path, typer.Option(help="File to write the JSON Lines to.")],

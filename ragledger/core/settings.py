@@ -201,6 +201,10 @@ class Settings(BaseSettings):
     # 13.6 texts/s, 32: 10.5, 64: 8.8 in bench/ingest.py): less padding to the longest
     # text of the batch; a GPU wants larger batches.
     embedding_batch_size: int = Field(default=8, ge=1, le=1024)
+    # How the bundled model runs: torch, or ONNX Runtime on a graph exported once from the
+    # same weights (cached in DATA_DIR/onnx; same vectors, cosine >= 0.999), or that graph
+    # with int8 weights. bench/embedding_backends.py measured the choice.
+    embedding_backend: Literal["torch", "onnx", "onnx-int8"] = "onnx"
     torch_threads: int = Field(default=0, ge=0, description="0: torch's default.")
     # all-MiniLM-L6-v2 was trained on sequences of up to 256 word pieces; 200 leaves room
     # for the special tokens and keeps a chunk a few paragraphs long.
@@ -239,6 +243,12 @@ class Settings(BaseSettings):
     # Candidates each retriever returns before fusion: 4x top_k_max keeps RRF meaningful.
     retrieval_candidates: int = Field(default=80, ge=1, le=1000)
     rrf_k: int = Field(default=60, ge=1, description="Cormack et al. 2009 use 60.")
+    # How the vector and word rankings merge: "score" (cosine + FUSION_TEXT_WEIGHT x the
+    # word score relative to the question's best) or "rrf" (equal votes by rank). On the
+    # evaluation set score fusion at 0.1 beat RRF and dense search alone on every
+    # question type (bench/results/quality.json (bench/quality.py)); 0.2 lost keyword questions.
+    fusion: Literal["score", "rrf"] = "score"
+    fusion_text_weight: float = Field(default=0.1, ge=0.0, le=10.0)
     # A chunk is relevant when its cosine similarity reaches this or it matches the words
     # of the question. 0.25 separates related from unrelated text for all-MiniLM-L6-v2.
     min_similarity: float = Field(default=0.25, ge=-1.0, le=1.0)

@@ -69,3 +69,30 @@ class AnomalyAcknowledged:
     anomaly_id: UUID
     acknowledged_by: UUID
     note: str | None
+
+
+def evaluation_stream(evaluation_id: UUID) -> str:
+    """The stream of one evaluation run."""
+    return f"evaluation-{evaluation_id}"
+
+
+@event_type
+@dataclass(frozen=True, slots=True)
+class EvaluationCompleted:
+    """An evaluation set was run through search and answers (`ragledger eval`).
+
+    `metrics` maps names such as `hybrid.recall@5` or `answers.citation_precision` to
+    decimal strings (the ledger holds no floats); a measure that could not be taken is
+    absent. `dataset_sha256` is the hash of the dataset file's bytes, so two runs can
+    be compared only when they measured the same questions.
+    """
+
+    evaluation_id: UUID
+    dataset_name: str
+    dataset_sha256: str
+    questions: int
+    unanswerable: int
+    top_k: int
+    mode: str
+    embedding_model: str
+    metrics: dict[str, str]

@@ -92,14 +92,20 @@ class _Progress:
 
 
 def retrieval_params(settings: Settings, top_k: int) -> RetrievalParams:
-    """The retrieval knobs for one question."""
+    """The retrieval knobs for one question.
+
+    The candidate depth never depends on the question's `top_k`, so the chunks for a
+    smaller `top_k` are the first ones of a larger `top_k`'s, in the same order.
+    """
     return RetrievalParams(
         top_k=top_k,
-        candidates=max(settings.retrieval_candidates, top_k),
+        candidates=max(settings.retrieval_candidates, settings.top_k_max, top_k),
         rrf_k=settings.rrf_k,
         min_similarity=settings.min_similarity,
         ef_search=settings.hnsw_ef_search,
         max_scan_tuples=settings.hnsw_max_scan_tuples,
+        fusion=settings.fusion,
+        text_weight=settings.fusion_text_weight,
     )
 
 
@@ -405,6 +411,8 @@ async def _run(
                     "top_k": str(params.top_k),
                     "candidates": str(params.candidates),
                     "rrf_k": str(params.rrf_k),
+                    "fusion": params.fusion,
+                    "fusion_text_weight": str(params.text_weight),
                     "min_similarity": str(params.min_similarity),
                     "hnsw_ef_search": str(params.ef_search),
                     "hnsw_max_scan_tuples": str(params.max_scan_tuples),

@@ -593,6 +593,24 @@ def _shared_local_embedder(*, batch_size: int, torch_threads: int) -> LocalEmbed
     return embedder
 
 
+def _shared_onnx_embedder(settings: Settings) -> Embedder:
+    from ragledger.services.onnx_embedding import OnnxEmbedder
+
+    key = (LOCAL_MODEL_NAME, settings.embedding_backend)
+    with _embedders_lock:
+        embedder = _embedders.get(key)
+        if embedder is None:
+            embedder = OnnxEmbedder(
+                local_model_dir(),
+                cache_dir=settings.data_dir / "onnx",
+                batch_size=settings.embedding_batch_size,
+                threads=settings.torch_threads,
+                quantized=settings.embedding_backend == "onnx-int8",
+            )
+            _embedders[key] = embedder
+    return embedder
+
+
 # A remote call that has not answered in this long will not; litellm's own default is
 # ten minutes, which would hold an ingestion batch hostage.
 _LITELLM_TIMEOUT_S: Final = 60.0
@@ -605,6 +623,8 @@ def get_embedder(settings: Settings) -> Embedder:
     process however many services ask; its batch size and torch threads are those of
     the settings of the first caller.
     """
+    if settings.embedding_model == LOCAL_MODEL_NAME and settings.embedding_backend != "torch":
+        return _shared_onnx_embedder(settings)
     if settings.embedding_model == LOCAL_MODEL_NAME:
         return _shared_local_embedder(
             batch_size=settings.embedding_batch_size, torch_threads=settings.torch_threads
