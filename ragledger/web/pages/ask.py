@@ -8,7 +8,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from ragledger.api.deps import EmployeeUser, SessionDep
+from ragledger.api.request_context import event_metadata
 from ragledger.api.routes.documents import reader_of
+from ragledger.services.audit_queries import record_view
 from ragledger.services.provenance import load_provenance
 from ragledger.web.rendering import render
 
@@ -27,9 +29,21 @@ async def answer_page(
 ) -> HTMLResponse:
     """An answer with its numbered passages (the asker, auditors and admins), as the API."""
     provenance = await load_provenance(session, answer_id, reader_of(user))
-    return render(
+    response = render(
         request,
         "answer.html",
         {"p": provenance, "is_asker": provenance.asked_by == user.id},
         title="Answer",
     )
+    if provenance.asked_by != user.id:
+        # An auditor or admin read someone else's answer: recorded as the API records it.
+        await record_view(
+            session,
+            auditor_id=user.id,
+            view="answer",
+            filters={},
+            item_count=1,
+            target_id=str(answer_id),
+            metadata=event_metadata(request, user),
+        )
+    return response

@@ -9,7 +9,7 @@ from ragledger.api.deps import AdminUser, SessionDep, SettingsDep
 from ragledger.events import store
 from ragledger.projections.registry import all_subscribers
 from ragledger.projections.runner import subscriber_statuses
-from ragledger.services.ledger_audit import last_trusted_digest
+from ragledger.services.digest_checks import check_stored_digests
 from ragledger.web.rendering import render
 
 router = APIRouter()
@@ -19,13 +19,17 @@ router = APIRouter()
 async def status_page(
     request: Request, session: SessionDep, settings: SettingsDep, _admin: AdminUser
 ) -> HTMLResponse:
-    """What GET /api/v1/health reports, and the last trusted signed digest (admin)."""
+    """What GET /api/v1/health reports, and the newest signed digest if all still match (admin)."""
     head = await store.head(session)
     statuses = await subscriber_statuses(session, all_subscribers(settings))
-    digest = await last_trusted_digest(session, request.app.state.signer)
+    # Every stored digest is compared: one that disagrees with the ledger is proof of a
+    # rewrite, and then no digest is shown as trusted.
+    digests = await check_stored_digests(session, request.app.state.signer)
+    mismatch = digests.first_mismatch
+    digest = None if mismatch is not None else digests.newest_matching
     return render(
         request,
         "status.html",
-        {"head": head, "statuses": statuses, "digest": digest},
+        {"head": head, "statuses": statuses, "digest": digest, "mismatch": mismatch},
         title="Status",
     )
