@@ -46,6 +46,7 @@ from ragledger.services.answering import (
 )
 from ragledger.services.embedding import get_embedder
 from ragledger.services.errors import ConflictError, PermissionDeniedError
+from ragledger.services.grounded_answers import resolve_mode
 from ragledger.services.provenance import load_provenance
 from ragledger.services.query_embedding import embed_query
 from ragledger.services.retrieval import retrieve
@@ -150,7 +151,8 @@ async def sse_stream(
             401,
             described={
                 403: "A document in document_ids is not readable",
-                422: "Empty or too long question, top_k out of range",
+                422: "Empty or too long question, top_k out of range, generative mode "
+                "with no LLM_MODEL configured",
                 429: "Question rate limit",
             },
         ),
@@ -174,6 +176,7 @@ async def ask(
         reader=reader,
         settings=settings,
     )
+    mode = resolve_mode(body.mode, settings)
     question_request = QuestionRequest(
         question_id=uuid7(),
         question=question,
@@ -182,6 +185,7 @@ async def ask(
         reader=reader,
         asker_id=user.id,
         metadata=event_metadata(request, user),
+        mode=mode,
     )
     return StreamingResponse(
         sse_stream(question_request, request.app.state, settings.sse_keepalive_s),
