@@ -464,7 +464,7 @@ async def _run(
         return
     prompt = build_prompt(request.question, blocks)
     progress.prompt_sha256 = prompt.sha256
-    stats = CompletionStats(model=settings.llm_model)
+    stats = CompletionStats(model=model_of(mode, settings))
     tokens = stream_completion(prompt.messages, settings, stats)
     # The model's request goes out while the context is being recorded; nothing of the
     # answer reaches the asker before the context is in the ledger.
