@@ -98,7 +98,9 @@ def split_sentences(text: str) -> list[Sentence]:
     for unit_start, unit_end in _units(text):
         piece_start = unit_start
         for match in _SENTENCE_END.finditer(text, unit_start, unit_end):
-            if _ends_sentence(text, match.start(), match.end()):
+            # "4. Redistribution": a section number is not a sentence.
+            numbering = text[piece_start : match.start()].strip().isdigit()
+            if not numbering and _ends_sentence(text, match.start(), match.end()):
                 _add(sentences, text, piece_start, match.end())
                 piece_start = match.end()
         _add(sentences, text, piece_start, unit_end)
@@ -117,8 +119,8 @@ def _add(sentences: list[Sentence], text: str, start: int, end: int) -> None:
 def content_words(text: str) -> frozenset[str]:
     """The words of `text` that carry meaning: lower-cased, stopwords out, light stemming.
 
-    The stemming only folds plural and verb endings ("copies" ~ "copy",
-    "redistributing" ~ "redistribut"), enough for overlap between a question or an
+    The stemming only folds plural and verb endings and a final "e" ("copies" ~ "copy",
+    "included" ~ "include" ~ "includ"), enough for overlap between a question or an
     answer and its source without a stemmer dependency.
     """
     return frozenset(
@@ -129,16 +131,12 @@ def content_words(text: str) -> frozenset[str]:
 
 
 def _stem(word: str) -> str:
-    for suffix, replacement in (
-        ("ies", "y"),
-        ("ing", ""),
-        ("ed", ""),
-        ("es", ""),
-        ("s", ""),
-    ):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            return word[: -len(suffix)] + replacement
-    return word
+    for suffix, replacement in (("ies", "y"), ("ing", ""), ("ed", ""), ("s", "")):
+        if word.endswith(suffix) and not word.endswith("ss") and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)] + replacement
+            break
+    # "license", "licenses", "licensed" all become "licens".
+    return word[:-1] if word.endswith("e") and len(word) > 3 else word
 
 
 def overlap(words: frozenset[str], source: frozenset[str]) -> float:
