@@ -5,14 +5,13 @@
 answers recorded before AnswerGenerated v2 and for the no-context answer),
 `unsupported_sentences` and `declined` (why the platform said the documents do not
 cover the question). A partial index serves `GET /audit/answers?max_groundedness=...`,
-newest first. Existing rows keep NULLs until `ragledger projections rebuild
-audit_answers` (old answers were never checked, so they have nothing to show).
+newest first. Existing rows are filled from their AnswerGenerated events (answers
+recorded before v2 were never checked: mode generative, groundedness NULL).
 
 `documents` and `document_versions` gain `indexed_position`, the ledger position of
 the version's DocumentIndexed: a document is reported `indexed` only once the `chunks`
-projection's checkpoint has reached it, i.e. once its chunks are searchable. Rows
-indexed before this migration keep NULL and count as searchable (the chunks projection
-had long applied them).
+projection's checkpoint has reached it, i.e. once its chunks are searchable. Existing
+rows get it from their DocumentIndexed events.
 
 Revision ID: 0016_grounded_answers
 Revises: 0010_event_canonical_bytes
@@ -46,8 +45,39 @@ def upgrade() -> None:
         WHERE groundedness IS NOT NULL
         """
     )
+    # Existing answers, from their AnswerGenerated (v1 payloads have no mode: generative).
+    op.execute(
+        """
+        UPDATE audit_answers AS a SET
+            mode = COALESCE(e.payload->>'mode', 'generative'),
+            declined = e.payload->>'declined',
+            groundedness = CASE WHEN NOT (e.payload->>'no_context')::boolean
+                THEN (e.payload->'support'->>'groundedness')::double precision END,
+            unsupported_sentences = CASE WHEN NOT (e.payload->>'no_context')::boolean
+                THEN (e.payload->'support'->>'unsupported_sentences')::integer END
+        FROM events AS e
+        WHERE e.stream_id = 'question-' || a.question_id::text
+          AND e.event_type = 'AnswerGenerated'
+        """
+    )
     op.execute("ALTER TABLE documents ADD COLUMN indexed_position bigint")
     op.execute("ALTER TABLE document_versions ADD COLUMN indexed_position bigint")
+    op.execute(
+        """
+        UPDATE document_versions AS v SET indexed_position = e.position
+        FROM events AS e
+        WHERE e.stream_id = 'document-' || v.document_id::text
+          AND e.event_type = 'DocumentIndexed'
+          AND (e.payload->>'version')::integer = v.version
+        """
+    )
+    op.execute(
+        """
+        UPDATE documents AS d SET indexed_position = v.indexed_position
+        FROM document_versions AS v
+        WHERE v.document_id = d.document_id AND v.version = d.indexed_version
+        """
+    )
 
 
 def downgrade() -> None:
