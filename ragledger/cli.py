@@ -22,7 +22,7 @@ from ragledger.events.envelope import EventMetadata
 
 log = structlog.get_logger(__name__)
 
-app = typer.Typer(help="ragledger: event-sourced, audit-first RAG platform.", no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The event ledger.", no_args_is_help=True)
 projections_app = typer.Typer(help="Projections and reactors.", no_args_is_help=True)
@@ -35,16 +35,47 @@ app.add_typer(users_app, name="users")
 app.add_typer(audit_app, name="audit")
 
 
-def _settings() -> Settings:
+# Set by the --verbose option of the command group (see `main`).
+_verbose = False
+
+
+@app.callback()
+def main(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log at INFO (or LOG_LEVEL=DEBUG) to stderr.")
+    ] = False,
+) -> None:
+    """ragledger: event-sourced, audit-first RAG platform."""
+    global _verbose
+    _verbose = verbose
+
+
+def _settings(*, service: bool = False) -> Settings:
+    """Settings, with logging set up for a service (`serve`, `runner`) or a command.
+
+    Services log as LOG_FORMAT and LOG_LEVEL say. Other commands print their own human
+    output on stdout; their logs go to stderr in the readable format, warnings and
+    errors only unless --verbose, so that nothing (the embedded PostgreSQL's exit line,
+    a JSON record) is mixed into what the command prints.
+    """
     settings = get_settings()
-    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    if service:
+        configure_logging(level=settings.log_level, fmt=settings.log_format)
+    else:
+        level = "WARNING"
+        if _verbose:
+            level = "DEBUG" if settings.log_level.upper() == "DEBUG" else "INFO"
+        configure_logging(level=level, fmt="console")
     return settings
 
 
 def _with_database[T](
-    work: Callable[[Database], Awaitable[T]], *, migrate: bool | None = None
+    work: Callable[[Database], Awaitable[T]],
+    *,
+    migrate: bool | None = None,
+    settings: Settings | None = None,
 ) -> T:
-    settings = _settings()
+    settings = settings or _settings()
 
     async def main() -> T:
         database = await open_database(settings, migrate=migrate)
@@ -81,7 +112,7 @@ def serve(
     ] = True,
 ) -> None:
     """Serve the HTTP API (and, unless --no-runner, the subscriber runner)."""
-    settings = _settings()
+    settings = _settings(service=True)
     if workers > 1:
         if not settings.redis_url:
             # Each worker then counts (and windows security events) on its own: a limit
@@ -96,7 +127,7 @@ def serve(
             )
         _prepare_multiprocess_metrics(settings)
     # Migrate (or refuse) once here, before any worker starts.
-    _with_database(lambda _db: asyncio.sleep(0))
+    _with_database(lambda _db: asyncio.sleep(0), settings=settings)
     os.environ["RUN_SUBSCRIBERS"] = "true" if runner else "false"
     # uvicorn restores this handler and re-raises the SIGTERM it handled; exiting through
     # SystemExit (not the default kill) lets atexit stop the embedded PostgreSQL.
@@ -145,7 +176,7 @@ def run_runner(
     from ragledger.services.signing import DigestSigner
     from ragledger.services.tree_heads import scheduled_tree_heads
 
-    settings = _settings()
+    settings = _settings(service=True)
     if metrics_port is not None:
         start_http_server(metrics_port, addr=metrics_host)
 
@@ -172,7 +203,7 @@ def run_runner(
             await asyncio.gather(*background, return_exceptions=True)
             log.info("runner_stopped")
 
-    _with_database(work)
+    _with_database(work, settings=settings)
 
 
 @db_app.command("upgrade")
@@ -401,6 +432,10 @@ def ask(
     question: Annotated[str, typer.Argument(help="The question.")],
     as_email: Annotated[str, typer.Option("--as", help="Ask as this account (its access).")],
     top_k: Annotated[int | None, typer.Option(help="Context chunks (default: setting).")] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(help="extractive or generative (default: ANSWER_MODE, or by LLM_MODEL)."),
+    ] = None,
 ) -> None:
     """Ask a question as a user; the answer streams to the terminal, then its citations."""
     from ragledger.core.ids import uuid7
@@ -414,6 +449,7 @@ def ask(
     from ragledger.services.documents import Reader
     from ragledger.services.embedding import get_embedder
     from ragledger.services.errors import DomainError
+    from ragledger.services.grounded_answers import resolve_mode
 
     settings = _settings()
     citations: list[dict[str, object]] = []
@@ -452,6 +488,7 @@ def ask(
             metadata=EventMetadata(
                 actor_id=str(user.id), actor_role=user.role, user_agent="ragledger-cli"
             ),
+            mode=resolve_mode(mode, settings),
         )
         await answer_question(
             request,
@@ -471,6 +508,18 @@ def ask(
         typer.echo(f"[{c['n']}] {c['title']} (version {c['version']}) {path}".rstrip())
     if outcome.get("name") == "error":
         _fail(f"error: {outcome.get('detail')}")
+    if outcome.get("answer"):
+        # A generated answer that its sources do not support is replaced, after the fact.
+        typer.echo(f"Not supported by the documents; the answer is: {outcome['answer']}")
+    support = outcome.get("support")
+    if isinstance(support, dict) and outcome.get("mode") == "generative":
+        typer.echo(
+            f"groundedness {support['groundedness']:.2f}: "
+            f"{support['supported_sentences']} sentence(s) supported, "
+            f"{support['unsupported_sentences']} not"
+        )
+    if outcome.get("declined"):
+        typer.echo(f"declined: {outcome['declined']}")
     typer.echo(f"answer id: {outcome.get('answer_id')}")
 
 

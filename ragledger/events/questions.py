@@ -7,9 +7,10 @@ recorded as decimal strings (the ledger holds no floats).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
-from ragledger.events.registry import event_type
+from ragledger.events.registry import event_type, registry
 
 
 def question_stream(question_id: UUID) -> str:
@@ -63,10 +64,50 @@ class ContextRetrieved:
     timings_ms: dict[str, int]
 
 
-@event_type
+@dataclass(frozen=True, slots=True)
+class SentenceSupport:
+    """How one sentence of an answer is supported (see services/answer_support.py).
+
+    `start`/`end` locate the sentence in the answer; `score` is its best support over
+    the context blocks, `best_block` that block; `unsupported_citations` the blocks it
+    cites that do not support it; `relevance` an extractive quote's score against the
+    question. Sentences too short to judge have `checked` false.
+    """
+
+    start: int
+    end: int
+    cited: tuple[int, ...]
+    checked: bool
+    supported: bool
+    score: str
+    best_block: int | None
+    unsupported_citations: tuple[int, ...]
+    relevance: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerSupport:
+    """An answer checked against its context: per sentence, and overall."""
+
+    method: str
+    groundedness: str
+    supported_sentences: int
+    unsupported_sentences: int
+    citations_verified: tuple[int, ...]
+    citations_unsupported: tuple[int, ...]
+    sentences: tuple[SentenceSupport, ...]
+
+
+@event_type(version=2)
 @dataclass(frozen=True, slots=True)
 class AnswerGenerated:
-    """The answer, complete: text, model, usage, timings, citations, prompt hash."""
+    """The answer, complete: text, model, usage, timings, citations, prompt hash.
+
+    Version 2 adds the answer's `mode` (extractive or generative), its `support` (None
+    for the fixed no-context answer), `declined` (why the platform answered that the
+    documents do not cover the question, else None) and `generated_answer` (a declined
+    generative answer's own text, which `answer` replaces).
+    """
 
     question_id: UUID
     answer: str
@@ -76,6 +117,22 @@ class AnswerGenerated:
     usage: dict[str, int]
     timings_ms: dict[str, int]
     no_context: bool
+    mode: str = "generative"
+    support: AnswerSupport | None = None
+    declined: str | None = None
+    generated_answer: str | None = None
+
+
+@registry.upcaster("AnswerGenerated", 1)
+def _answer_generated_v1(payload: dict[str, Any]) -> dict[str, Any]:
+    # Before v2 every answer came from the LLM and nothing was checked or declined.
+    return {
+        **payload,
+        "mode": "generative",
+        "support": None,
+        "declined": None,
+        "generated_answer": None,
+    }
 
 
 @event_type

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Integer, Text
+from sqlalchemy import BigInteger, Boolean, DateTime, Double, Integer, Text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -53,6 +53,11 @@ class AuditAnswerRow(Base):
     answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     asked_position: Mapped[int] = mapped_column(BigInteger, unique=True)
     last_position: Mapped[int] = mapped_column(BigInteger)
+    # From AnswerGenerated v2 (migration 0016): NULL for older answers and failures.
+    mode: Mapped[str | None] = mapped_column(Text, nullable=True)
+    groundedness: Mapped[float | None] = mapped_column(Double, nullable=True)
+    unsupported_sentences: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    declined: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class AuditAnswerDocumentRow(Base):

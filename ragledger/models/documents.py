@@ -36,6 +36,8 @@ class DocumentRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_position: Mapped[int] = mapped_column(BigInteger)
+    # Position of the indexed version's DocumentIndexed (migration 0016; NULL before).
+    indexed_position: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class DocumentVersionRow(Base):
@@ -60,6 +62,7 @@ class DocumentVersionRow(Base):
     uploaded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     indexed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     uploaded_position: Mapped[int] = mapped_column(BigInteger)
+    indexed_position: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class ChunkRow(Base):

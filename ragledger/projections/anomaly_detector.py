@@ -49,6 +49,8 @@ QUESTION = "question"
 AUTH_FAILURE = "auth_failure"
 AUDIT_VIEW = "audit_view"
 EXPORT = "export"
+# A checked generative answer: size 1 when unsupported, 0 when supported.
+ANSWER_SUPPORT = "answer_support"
 
 # Exports are rare, so their history is kept for a year (the "usual export" of someone
 # who exports monthly needs more than the baseline days).
@@ -146,8 +148,10 @@ class AnomalyDetectorReactor(Reactor):
                         citations=answer.citations,
                         no_context=answer.no_context,
                         position=recorded.position,
+                        declined=answer.declined is not None,
                     )
                 )
+                found.append(await self._unsupported_run(session, recorded, answer))
             case "DocumentChunked":
                 chunked = registry.decode(recorded)
                 assert isinstance(chunked, DocumentChunked)
@@ -201,6 +205,32 @@ class AnomalyDetectorReactor(Reactor):
             floor=settings.anomaly_question_floor,
             factor=settings.anomaly_question_factor,
             window_s=window_s,
+        )
+
+    async def _unsupported_run(
+        self, session: AsyncSession, recorded: RecordedEvent, answer: AnswerGenerated
+    ) -> Finding | None:
+        settings = self._settings
+        if answer.mode != "generative" or answer.support is None or answer.no_context:
+            return None
+        unsupported = rules.is_unsupported(
+            answer.support.groundedness, below=settings.anomaly_unsupported_below
+        )
+        subject = f"model:{answer.model}"
+        await self._signal(session, ANSWER_SUPPORT, subject, recorded, size=1 if unsupported else 0)
+        rows = (
+            await session.execute(
+                select(_SIGNALS.c.position, _SIGNALS.c.size)
+                .where(_SIGNALS.c.kind == ANSWER_SUPPORT, _SIGNALS.c.subject == subject)
+                .order_by(_SIGNALS.c.position.desc())
+                .limit(settings.anomaly_unsupported_run)
+            )
+        ).all()
+        return rules.unsupported_answers(
+            model=answer.model,
+            recent=[(row.position, row.size > 0) for row in rows],
+            run=settings.anomaly_unsupported_run,
+            below=settings.anomaly_unsupported_below,
         )
 
     async def _auth_failure(

@@ -224,6 +224,11 @@ def _fold(
             row["completion_tokens"] = e.usage.get("completion_tokens")
             _set_timings_of(row, e.timings_ms)
             row["answered_at"] = recorded.recorded_at
+            row["mode"] = e.mode
+            row["declined"] = e.declined
+            if e.support is not None and not e.no_context:
+                row["groundedness"] = float(e.support.groundedness)
+                row["unsupported_sentences"] = e.support.unsupported_sentences
         case AnswerFailed() as e:
             if (row := _known(rows, e.question_id, recorded)) is None:
                 return None

@@ -104,7 +104,12 @@ class DocumentsProjection(Projection):
                 await self._version(session, e.document_id, e.version, chunk_count=len(e.chunks))
             case DocumentIndexed() as e:
                 await self._version(
-                    session, e.document_id, e.version, status="indexed", indexed_at=at
+                    session,
+                    e.document_id,
+                    e.version,
+                    status="indexed",
+                    indexed_at=at,
+                    indexed_position=recorded.position,
                 )
                 await self._document_outcome(
                     session,
@@ -179,6 +184,7 @@ class DocumentsProjection(Projection):
             return
         if values.get("status") == "indexed":
             document.indexed_version = version
+            document.indexed_position = recorded.position
             document.chunk_count = int(values["chunk_count"])  # type: ignore[arg-type]
             document.failure_reason = None
         else:

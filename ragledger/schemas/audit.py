@@ -92,6 +92,16 @@ class AuditAnswerPublic(BaseModel):
     answered_at: datetime | None
     asked_position: int
     last_position: int
+    mode: str | None = Field(None, description="extractive or generative")
+    groundedness: float | None = Field(
+        None,
+        description="Share (0-1) of the answer's checked sentences that its context "
+        "supports; null for unchecked answers",
+    )
+    unsupported_sentences: int | None = None
+    declined: str | None = Field(
+        None, description="Why the documents were said not to cover the question"
+    )
 
 
 AuditAnswerPage = Page[AuditAnswerPublic]

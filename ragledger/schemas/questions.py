@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,6 +17,14 @@ class QuestionCreate(BaseModel):
     question: str = Field(min_length=1, max_length=100_000)
     top_k: int | None = Field(default=None, ge=1, le=100)
     document_ids: list[uuid.UUID] | None = Field(default=None, max_length=100)
+    mode: Literal["extractive", "generative"] | None = Field(
+        default=None,
+        description=(
+            "extractive: quote the documents' sentences (no language model); generative: "
+            "the configured LLM, checked against the context. Default: ANSWER_MODE, else "
+            "generative when LLM_MODEL is set, else extractive."
+        ),
+    )
 
 
 class SearchCreate(BaseModel):

@@ -44,6 +44,7 @@ class Rule(StrEnum):
     REPEATED_AUTH_FAILURES = "repeated_auth_failures"
     LARGE_AUDIT_READ = "large_audit_read"
     UNCITED_ANSWER = "uncited_answer"
+    UNSUPPORTED_ANSWERS = "unsupported_answers"
     PROMPT_INJECTION = "prompt_injection"
     LEDGER_VERIFICATION_FAILED = "ledger_verification_failed"
 
@@ -233,14 +234,16 @@ def uncited_answer(
     citations: Sequence[int],
     no_context: bool,
     position: int,
+    declined: bool = False,
 ) -> Finding | None:
     """Rule (d): an answer given from context that cites none of it.
 
     With no context the platform answers with its fixed "I don't know" text, which
-    rightly cites nothing. The subject is the model, so that a model or prompt that
+    rightly cites nothing, and so does an answer that declines (the documents do not
+    cover the question). The subject is the model, so that a model or prompt that
     stopped citing gives one anomaly per burst, not one per answer.
     """
-    if no_context or citations:
+    if no_context or citations or declined:
         return None
     return Finding(
         rule=Rule.UNCITED_ANSWER,
@@ -251,6 +254,37 @@ def uncited_answer(
             "context it was given"
         ),
         evidence_positions=(position,),
+    )
+
+
+def is_unsupported(groundedness: str | None, *, below: float) -> bool | None:
+    """Whether a checked answer counts as unsupported; None when it was not checked."""
+    if groundedness is None:
+        return None
+    return float(groundedness) < below
+
+
+def unsupported_answers(
+    *, model: str, recent: Sequence[tuple[int, bool]], run: int, below: float
+) -> Finding | None:
+    """Rule (g): the model's last `run` checked answers were all unsupported.
+
+    `recent` holds (position, unsupported) of the model's latest checked generative
+    answers, newest first. A supported answer ends a run; extractive answers, which
+    quote their sources, and the no-context answer are never counted.
+    """
+    latest = list(recent[:run])
+    if len(latest) < run or not all(unsupported for _position, unsupported in latest):
+        return None
+    return Finding(
+        rule=Rule.UNSUPPORTED_ANSWERS,
+        severity=Severity.MEDIUM,
+        subject=f"model:{model}",
+        summary=(
+            f"the last {run} answers by model {model} were not supported by their context "
+            f"(groundedness below {below:g} each)"
+        ),
+        evidence_positions=_evidence([position for position, _unsupported in latest]),
     )
 
 

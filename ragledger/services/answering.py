@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -35,16 +36,23 @@ from ragledger.events.questions import (
     question_stream,
 )
 from ragledger.models.documents import DocumentRow
+from ragledger.services.answer_support import SupportReport
 from ragledger.services.disclosure import visible_timings
 from ragledger.services.documents import Reader, readable_documents
 from ragledger.services.embedding import Embedder
 from ragledger.services.errors import InvalidInputError, PermissionDeniedError
+from ragledger.services.grounded_answers import (
+    AnswerMode,
+    checked_generation,
+    extractive_answer,
+    model_of,
+    resolve_mode,
+)
 from ragledger.services.llm import CompletionStats, LLMError, stream_completion
 from ragledger.services.prompting import (
     NO_CONTEXT_ANSWER,
     ContextBlock,
     build_prompt,
-    cited_numbers,
 )
 from ragledger.services.query_embedding import embed_query
 from ragledger.services.retrieval import RetrievalParams, RetrievedChunk, retrieve
@@ -77,6 +85,8 @@ class QuestionRequest:
     reader: Reader
     asker_id: uuid.UUID
     metadata: EventMetadata
+    # extractive or generative; None: the configured default (see resolve_mode).
+    mode: AnswerMode | None = None
 
 
 @dataclass(slots=True)
@@ -237,7 +247,8 @@ async def answer_question(
     """
     progress = _Progress()
     started = time.perf_counter()
-    model = settings.llm_model
+    mode = request.mode or resolve_mode(None, settings)
+    model = model_of(mode, settings)
     # The question's embedding does not depend on its record: both go at once.
     embedding = asyncio.create_task(
         _embed(embedder, request.question, settings), name=f"embed-{request.question_id}"
@@ -262,7 +273,9 @@ async def answer_question(
         raise
     try:
         await emit(StreamEvent("question", {"question_id": str(request.question_id)}))
-        await _run(request, progress, sessionmaker, embedding, embedder, settings, emit, started)
+        await _run(
+            request, progress, sessionmaker, embedding, embedder, settings, emit, started, mode
+        )
     except asyncio.CancelledError as exc:
         if not progress.finished:
             shutdown = SERVER_SHUTDOWN in exc.args
@@ -377,6 +390,7 @@ async def _run(
     settings: Settings,
     emit: Emit,
     started: float,
+    mode: AnswerMode,
 ) -> None:
     params = retrieval_params(settings, request.top_k)
     embedded = await embedding
@@ -442,19 +456,24 @@ async def _run(
             model="none",
             citations=(),
             stats=None,
+            mode=mode,
+            declined="no_context: no readable chunk matched the question",
         )
         return
 
-    prompt = build_prompt(
-        request.question,
-        [
-            ContextBlock(n, c.title, c.version, c.heading_path, c.text)
-            for n, c in enumerate(result.chunks, start=1)
-        ],
-        question_id=request.question_id,
-    )
+    blocks = [
+        ContextBlock(n, c.title, c.version, c.heading_path, c.text)
+        for n, c in enumerate(result.chunks, start=1)
+    ]
+    if mode == "extractive":
+        await _run_extractive(
+            request, progress, sessionmaker, embedder, settings, emit, started, blocks,
+            embedded.vector, recording, chunks,
+        )  # fmt: skip
+        return
+    prompt = build_prompt(request.question, blocks, question_id=request.question_id)
     progress.prompt_sha256 = prompt.sha256
-    stats = CompletionStats(model=settings.llm_model)
+    stats = CompletionStats(model=model_of(mode, settings))
     tokens = stream_completion(prompt.messages, settings, stats)
     # The model's request goes out while the context is being recorded; nothing of the
     # answer reaches the asker before the context is in the ledger.
@@ -480,17 +499,79 @@ async def _run(
         raise LLMError("empty_answer", "the language model returned an empty answer")
     progress.timings["ttft_ms"] = round(stats.ttft_ms or 0)
     progress.timings["llm_ms"] = round(stats.total_ms)
+    checking = time.perf_counter()
+    recorded, citations, report, declined = await checked_generation(
+        answer, blocks, embedder=embedder, settings=settings
+    )
+    progress.timings["check_ms"] = round((time.perf_counter() - checking) * 1000)
     await _finish(
         request,
         progress,
         sessionmaker,
         emit,
         started,
-        answer=answer,
-        model=settings.llm_model,
-        citations=cited_numbers(answer, len(result.chunks)),
+        answer=recorded,
+        model=stats.model,
+        citations=citations,
         stats=stats,
+        mode=mode,
+        support=report,
+        declined=declined,
+        generated_answer=answer if declined else None,
     )
+
+
+async def _run_extractive(
+    request: QuestionRequest,
+    progress: _Progress,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    embedder: Embedder,
+    settings: Settings,
+    emit: Emit,
+    started: float,
+    blocks: Sequence[ContextBlock],
+    question_vector: Any,
+    recording: asyncio.Task[None],
+    chunks: Sequence[ContextChunk],
+) -> None:
+    """Quote the context (services/extractive.py) and stream the quote word by word."""
+    extracting_since = time.perf_counter()
+    # The sentences are embedded while the context is being recorded.
+    extracting = asyncio.create_task(
+        extractive_answer(
+            request.question, question_vector, blocks, embedder=embedder, settings=settings
+        ),
+        name=f"extract-{request.question_id}",
+    )
+    try:
+        await recording
+    except BaseException:
+        await _cancel(extracting)
+        raise
+    await _emit_context(emit, chunks)
+    answer = await extracting
+    progress.timings["ttft_ms"] = round((time.perf_counter() - extracting_since) * 1000)
+    for word in _WORDS.findall(answer.text):
+        progress.sent.append(word)
+        await emit(StreamEvent("token", {"text": word}))
+    await _finish(
+        request,
+        progress,
+        sessionmaker,
+        emit,
+        started,
+        answer=answer.text,
+        model=answer.model,
+        citations=answer.citations,
+        stats=None,
+        mode="extractive",
+        support=answer.support,
+        declined=answer.declined,
+    )
+
+
+# A token of an extractive answer: a word with the whitespace after it.
+_WORDS = re.compile(r"\s*\S+\s*")
 
 
 async def _emit_context(emit: Emit, chunks: Sequence[ContextChunk]) -> None:
@@ -526,6 +607,10 @@ async def _finish(
     model: str,
     citations: tuple[int, ...],
     stats: CompletionStats | None,
+    mode: AnswerMode,
+    support: SupportReport | None = None,
+    declined: str | None = None,
+    generated_answer: str | None = None,
 ) -> None:
     progress.timings["total_ms"] = round((time.perf_counter() - started) * 1000)
     usage = {
@@ -546,18 +631,26 @@ async def _finish(
                 citations=citations,
                 usage=usage,
                 timings_ms=dict(progress.timings),
-                no_context=stats is None,
+                no_context=support is None,
+                mode=mode,
+                support=support.record() if support is not None else None,
+                declined=declined,
+                generated_answer=generated_answer,
             ),
             terminal=True,
         )
     )
     progress.finished = True
-    metrics.questions.labels("no_context" if stats is None else "answered").inc()
+    outcome = "no_context" if support is None else "declined" if declined else "answered"
+    metrics.questions.labels(outcome).inc()
     log.info(
         "answer_generated",
         question_id=str(request.question_id),
         model=model,
+        mode=mode,
         citations=len(citations),
+        groundedness=None if support is None else round(support.groundedness, 3),
+        declined=declined,
         **progress.timings,
     )
     await emit(
@@ -573,6 +666,12 @@ async def _finish(
                     progress.timings, sees_everything=request.reader.sees_everything
                 ),
                 "citations": list(citations),
+                "mode": mode,
+                "declined": declined,
+                # A declined generative answer was streamed before it was checked: the
+                # asker's client shows this text in its place.
+                "answer": answer if generated_answer is not None else None,
+                "support": support.summary() if support is not None else None,
             },
         )
     )

@@ -597,6 +597,7 @@ class AnswerFilters:
     `document` with match `context` selects answers whose retrieved context held the
     document (the model saw it); with `cited`, those whose answer cited one of its
     blocks. `without_citation` True: answered with no citation; False: at least one.
+    `max_groundedness`: checked answers whose groundedness is at most this (0-1).
     """
 
     asked_by: uuid.UUID | None = None
@@ -606,6 +607,7 @@ class AnswerFilters:
     asked_to: datetime | None = None
     statuses: tuple[AnswerStatus, ...] = ()
     without_citation: bool | None = None
+    max_groundedness: float | None = None
 
     @classmethod
     def build(
@@ -618,6 +620,7 @@ class AnswerFilters:
         asked_to: datetime | None = None,
         statuses: Sequence[AnswerStatus] | None = None,
         without_citation: bool | None = None,
+        max_groundedness: float | None = None,
     ) -> AnswerFilters:
         """Validated, normalised filters; InvalidFilterError for a reversed time range."""
         start, end = _as_utc(asked_from), _as_utc(asked_to)
@@ -630,6 +633,7 @@ class AnswerFilters:
             asked_to=end,
             statuses=tuple(sorted(set(statuses or ()))),
             without_citation=without_citation,
+            max_groundedness=max_groundedness,
         )
 
     def record(self) -> dict[str, tuple[str, ...]]:
@@ -647,6 +651,7 @@ class AnswerFilters:
                 "without_citation",
                 str(self.without_citation).lower() if self.without_citation is not None else None,
             ),
+            ("max_groundedness", self.max_groundedness),
         ):
             if value is not None:
                 values[name] = (str(value),)
@@ -696,6 +701,8 @@ class AnswerFilters:
             where += [AuditAnswerRow.status == "answered", AuditAnswerRow.citation_count == 0]
         elif self.without_citation is False:
             where.append(AuditAnswerRow.citation_count > 0)
+        if self.max_groundedness is not None:
+            where.append(AuditAnswerRow.groundedness <= self.max_groundedness)
         return where
 
     def query(self) -> Select[tuple[AuditAnswerRow]]:

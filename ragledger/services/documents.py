@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Select, false, or_, select
+from sqlalchemy import ColumnElement, Select, and_, false, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ragledger.events import store
@@ -25,6 +25,7 @@ from ragledger.events.documents import (
 from ragledger.events.envelope import EventMetadata
 from ragledger.events.registry import registry
 from ragledger.models.documents import DocumentAccessRow, DocumentRow, DocumentVersionRow
+from ragledger.models.ledger import SubscriberCheckpoint
 from ragledger.models.users import Role
 from ragledger.services.document_access import record_access
 from ragledger.services.errors import ConflictError, InvalidInputError, NotFoundError
@@ -327,3 +328,45 @@ async def get_document(
         ).all()
     )
     return document, versions
+
+
+# The projection whose checkpoint says how far the chunks are searchable.
+CHUNKS_PROJECTION = "chunks"
+
+
+async def searchable_up_to(session: AsyncSession) -> int:
+    """The ledger position up to which the `chunks` projection has applied events.
+
+    The projection commits its rows and its checkpoint together, so every document
+    whose DocumentIndexed is at or below this position has all its chunks searchable.
+    """
+    position = await session.scalar(
+        select(SubscriberCheckpoint.position).where(SubscriberCheckpoint.name == CHUNKS_PROJECTION)
+    )
+    return int(position or 0)
+
+
+def reported_status(status: str, indexed_position: int | None, searchable: int) -> str:
+    """The status to report: `indexed` only once the chunks are searchable, else `pending`.
+
+    The `documents` projection records DocumentIndexed on its own schedule; until the
+    `chunks` projection has applied the same event a search would miss the document.
+    A NULL position (indexed before migration 0016) counts as searchable.
+    """
+    if status == "indexed" and indexed_position is not None and indexed_position > searchable:
+        return "pending"
+    return status
+
+
+def status_condition(status: str, searchable: int) -> ColumnElement[bool]:
+    """The catalog filter for a reported status (see `reported_status`)."""
+    lagging = and_(
+        DocumentRow.status == "indexed",
+        DocumentRow.indexed_position.is_not(None),
+        DocumentRow.indexed_position > searchable,
+    )
+    if status == "indexed":
+        return and_(DocumentRow.status == "indexed", ~lagging)
+    if status == "pending":
+        return or_(DocumentRow.status == "pending", lagging)
+    return DocumentRow.status == status

@@ -142,11 +142,16 @@ async def _refresh(database: Database, outcomes: Sequence[FileOutcome]) -> None:
                 )
             )
         ).all()
+        # "indexed" only once the chunks are searchable (the chunks projection's turn).
+        searchable = await documents_service.searchable_up_to(session)
     by_key = {(r.document_id, r.version): r for r in rows}
     for outcome in outcomes:
         row = by_key.get((outcome.document_id, outcome.version))
-        if row is not None and row.status != "pending":
-            outcome.status = row.status
+        if row is None:
+            continue
+        status = documents_service.reported_status(row.status, row.indexed_position, searchable)
+        if status != "pending":
+            outcome.status = status
             outcome.detail = (
                 f"{row.chunk_count} chunks" if row.status == "indexed" else row.failure_reason or ""
             )

@@ -63,7 +63,7 @@ class CompletionStats:
 
 def ensure_local_provider(settings: Settings) -> None:
     """Register the in-process model with litellm when it is the configured one."""
-    if settings.llm_model.startswith("ragledger-local/"):
+    if (settings.llm_model or "").startswith("ragledger-local/"):
         from ragledger.services.local_llm import register_local_llm
 
         register_local_llm(settings)
@@ -73,6 +73,8 @@ async def stream_completion(
     messages: Sequence[dict[str, str]], settings: Settings, stats: CompletionStats
 ) -> AsyncIterator[str]:
     """Yield text deltas of one completion; raise LLMError on failure, timeout or stall."""
+    if not settings.llm_model:
+        raise LLMError("no_model", "no language model is configured (LLM_MODEL)")
     ensure_local_provider(settings)
     started = time.perf_counter()
     deadline = started + settings.llm_timeout_s

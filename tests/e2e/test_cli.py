@@ -211,3 +211,70 @@ async def test_ask_streams_the_answer_then_the_citations(
     assert unknown.returncode == 1
     assert "no active user" in unknown.stderr
     await drain(db, settings)
+
+
+def _no_log_records(output: str) -> None:
+    """No JSON log record and no line of the embedded PostgreSQL's wheel."""
+    for line in output.splitlines():
+        assert not line.lstrip().startswith("{"), line
+        assert "remaining pids" not in line, line
+
+
+async def test_commands_print_human_output_and_log_only_when_asked(
+    db, settings, database_url: str, tmp_path: Path
+) -> None:
+    from tests.e2e.conftest import make_account
+    from tests.e2e.test_documents import drain
+    from tests.e2e.test_questions import LEAVE
+
+    await make_account(db, "hana@example.com", "employee", ("hr",))
+    (tmp_path / "leave.md").write_bytes(LEAVE)
+    # No LLM_MODEL: the answer is extractive. LOG_FORMAT=json is for services only.
+    env = _env(DATABASE_URL=database_url, RAGLEDGER_DATA_DIR=str(tmp_path / "data"))
+    ingest = await _run("ingest", "leave.md", "--group", "hr", env=env, cwd=tmp_path)
+    assert ingest.returncode == 0, ingest.stderr
+    assert "indexed" in ingest.stderr, "the progress and the summary go to stderr"
+    assert ingest.stdout == ""
+    _no_log_records(ingest.stderr)
+    assert "[info" not in ingest.stderr, "no log record below WARNING without --verbose"
+
+    # --verbose: the logs, readable, on stderr only; the result alone on stdout.
+    upgraded = await _run("--verbose", "db", "upgrade", env=env)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert upgraded.stdout == "database is at the latest schema\n"
+    assert "database_migrated" in upgraded.stderr
+    _no_log_records(upgraded.stderr)
+    quiet = await _run("db", "upgrade", env=env)
+    assert (quiet.stdout, quiet.stderr) == (upgraded.stdout, "")
+
+    question = "How many days of annual leave do employees get?"
+    asked = await _run("ask", question, "--as", "hana@example.com", env=env)
+    assert asked.returncode == 0, asked.stderr
+    assert asked.stdout.startswith(
+        "Employees get thirty days of annual leave per calendar year. [1]"
+    )
+    assert "[1] leave (version 1) Leave policy > Annual leave" in asked.stdout
+    # Without --verbose nothing is logged at all (no warning was due).
+    assert asked.stderr == ""
+    _no_log_records(asked.stdout)
+    await drain(db, settings)
+
+
+async def test_the_embedded_database_leaves_no_log_line_behind(tmp_path: Path) -> None:
+    env = _env(RAGLEDGER_DATA_DIR=str(tmp_path / "data"))
+    created = await asyncio.to_thread(
+        subprocess.run,
+        [RAGLEDGER, "users", "create", "olga@example.com", "--role", "admin", "--password-stdin"],
+        env=env,
+        input="a long enough passphrase\n",
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.startswith("created olga@example.com (admin)")
+    assert created.stderr == ""
+    listed = await _run("users", "list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.split() == ["olga@example.com", "admin", "active", "-"]
+    assert listed.stderr == ""

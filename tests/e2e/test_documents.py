@@ -429,3 +429,36 @@ async def test_upload_rate_limit(db, settings, accounts) -> None:
     [event] = await _events(db, "RateLimitExceeded")
     assert event.payload["scope"] == "upload"
     assert event.payload["user_id"] == str(accounts["admin"].id)
+
+
+async def test_indexed_is_reported_only_once_the_chunks_are_searchable(
+    db, settings, client, accounts
+) -> None:
+    """The documents projection may apply DocumentIndexed before the chunks projection."""
+    from ragledger.projections.chunks import ChunksProjection
+    from ragledger.projections.documents import DocumentsProjection
+    from ragledger.projections.ingestion import IngestionReactor
+    from ragledger.projections.runner import run_until_caught_up
+
+    admin = accounts["admin"].headers
+    response = await upload(client, accounts["admin"], docs.markdown_bytes(), "onboarding.md")
+    document_id = response.json()["document_id"]
+    assert await run_until_caught_up(db.engine, IngestionReactor(settings))
+    assert await run_until_caught_up(db.engine, DocumentsProjection())
+    # DocumentIndexed is projected into the catalog, not yet into the chunks.
+    assert await _scalar(db, "SELECT status FROM documents") == "indexed"
+    detail = (await client.get(f"/api/v1/documents/{document_id}", headers=admin)).json()
+    assert detail["status"] == "pending"
+    assert detail["versions"][0]["status"] == "pending"
+    listed = await client.get("/api/v1/documents?status=indexed", headers=admin)
+    assert listed.json()["items"] == []
+    pending = await client.get("/api/v1/documents?status=pending", headers=admin)
+    assert [d["status"] for d in pending.json()["items"]] == ["pending"]
+
+    assert await run_until_caught_up(db.engine, ChunksProjection())
+    detail = (await client.get(f"/api/v1/documents/{document_id}", headers=admin)).json()
+    assert detail["status"] == "indexed"
+    assert detail["versions"][0]["status"] == "indexed"
+    listed = await client.get("/api/v1/documents?status=indexed", headers=admin)
+    assert [d["document_id"] for d in listed.json()["items"]] == [document_id]
+    await drain(db, settings)

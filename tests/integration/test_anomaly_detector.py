@@ -12,7 +12,12 @@ from ragledger.events import store
 from ragledger.events.access import SECURITY_STREAM, AccessDenied, LoginFailed
 from ragledger.events.documents import ChunkRecord, DocumentChunked, document_stream
 from ragledger.events.envelope import EventMetadata, NewEvent
-from ragledger.events.questions import AnswerGenerated, QuestionAsked, question_stream
+from ragledger.events.questions import (
+    AnswerGenerated,
+    AnswerSupport,
+    QuestionAsked,
+    question_stream,
+)
 from ragledger.models.oversight import AnomalyRow, DetectorSignalRow
 from ragledger.projections.anomalies import AnomaliesProjection
 from ragledger.projections.anomaly_detector import AnomalyDetectorReactor
@@ -220,3 +225,55 @@ async def test_an_aggregated_denial_counts_as_the_denials_it_stands_for(db, sett
     assert found["rule"] == "repeated_auth_failures"
     assert found["subject"] == "address:198.51.100.4"
     assert found["summary"].startswith("10 failed logins or denied requests")
+
+
+def _checked_answer(question_id: uuid.UUID, model: str, groundedness: str) -> AnswerGenerated:
+    support = AnswerSupport(
+        method="cosine*0.6+lexical*0.4>=0.5",
+        groundedness=groundedness,
+        supported_sentences=0 if groundedness == "0.000" else 1,
+        unsupported_sentences=1,
+        citations_verified=(),
+        citations_unsupported=(1,),
+        sentences=(),
+    )
+    return AnswerGenerated(
+        question_id, "text [1].", model, None, (1,), {}, {}, False, "generative", support
+    )
+
+
+async def test_a_run_of_unsupported_answers_is_raised_once_per_model(db, settings) -> None:
+    # m1: unsupported, supported, then three unsupported in a row; m2: two unsupported.
+    # Extractive answers are never counted.
+    sequence = [
+        ("m1", "0.200"),
+        ("m1", "1.000"),
+        ("m2", "0.000"),
+        ("m1", "0.000"),
+        ("m1", "0.333"),
+        ("m2", "0.000"),
+    ]
+    for model, groundedness in sequence:
+        question = _question()
+        await _append(
+            db,
+            question_stream(question.question_id),
+            [question, _checked_answer(question.question_id, model, groundedness)],
+        )
+    found = {(f["rule"], f["subject"]) for f in await _detect(db, settings)}
+    assert ("unsupported_answers", "model:m1") not in found, "the supported answer broke it"
+    question = _question()
+    await _append(
+        db,
+        question_stream(question.question_id),
+        [question, _checked_answer(question.question_id, "m1", "0.499")],
+    )
+    extractive = _question()
+    quoted = AnswerGenerated(
+        extractive.question_id, "quote [1]", "extractive", None, (1,), {}, {}, False, "extractive"
+    )
+    await _append(db, question_stream(extractive.question_id), [extractive, quoted])
+    raised = [f for f in await _detect(db, settings) if f["rule"] == "unsupported_answers"]
+    assert [f["subject"] for f in raised] == ["model:m1"]
+    assert "the last 3 answers by model m1" in raised[0]["summary"]
+    assert len(raised[0]["evidence_positions"]) == 3

@@ -184,6 +184,15 @@ async def list_answers(
         bool | None,
         Query(description="true: answered without any citation; false: with at least one"),
     ] = None,
+    max_groundedness: Annotated[
+        float | None,
+        Query(
+            ge=0.0,
+            le=1.0,
+            description="Checked answers whose groundedness (share of supported "
+            "sentences, 0-1) is at most this",
+        ),
+    ] = None,
 ) -> AuditAnswerPage:
     """Every question with its outcome, newest first, filtered (auditor, admin)."""
     filters = AnswerFilters.build(
@@ -194,6 +203,7 @@ async def list_answers(
         asked_to=asked_to,
         statuses=status,
         without_citation=without_citation,
+        max_groundedness=max_groundedness,
     )
     # fastapi-pagination injects the page's params (page, size) for this route.
     params = resolve_params()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
@@ -183,12 +184,23 @@ async def list_documents(
     query = documents_service.readable_documents(
         reader_of(user), include_retracted=status_filter == "retracted"
     )
+    # `indexed` means searchable: the chunks projection has applied DocumentIndexed.
+    searchable = await documents_service.searchable_up_to(session)
     if status_filter is not None:
-        query = query.where(DocumentRow.status == status_filter)
+        query = query.where(documents_service.status_condition(status_filter, searchable))
     if group is not None:
         query = query.where(DocumentRow.access_groups.any(group.lower()))
     query = query.order_by(DocumentRow.created_at.desc(), DocumentRow.document_id)
-    return await apaginate(session, query)
+
+    def public(rows: Sequence[DocumentRow]) -> list[DocumentPublic]:
+        return [_public(row, searchable) for row in rows]
+
+    return await apaginate(session, query, transformer=public)
+
+
+def _public(row: DocumentRow, searchable: int) -> DocumentPublic:
+    status = documents_service.reported_status(row.status, row.indexed_position, searchable)
+    return DocumentPublic.model_validate(row).model_copy(update={"status": status})
 
 
 @router.get("/{document_id}", response_model=DocumentDetail, responses=error_responses(404, 422))
@@ -197,7 +209,17 @@ async def get_document(
 ) -> DocumentDetail:
     """A document you may read, with its versions (employee and up)."""
     document, versions = await documents_service.get_document(session, document_id, reader_of(user))
+    searchable = await documents_service.searchable_up_to(session)
     return DocumentDetail(
-        **DocumentPublic.model_validate(document).model_dump(),
-        versions=[DocumentVersionPublic.model_validate(v) for v in versions],
+        **_public(document, searchable).model_dump(),
+        versions=[
+            DocumentVersionPublic.model_validate(v).model_copy(
+                update={
+                    "status": documents_service.reported_status(
+                        v.status, v.indexed_position, searchable
+                    )
+                }
+            )
+            for v in versions
+        ],
     )

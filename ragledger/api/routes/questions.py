@@ -48,6 +48,7 @@ from ragledger.services.answering import (
 from ragledger.services.audit_queries import record_view
 from ragledger.services.embedding import get_embedder
 from ragledger.services.errors import ConflictError, PermissionDeniedError
+from ragledger.services.grounded_answers import resolve_mode
 from ragledger.services.provenance import load_provenance
 from ragledger.services.query_embedding import embed_query
 from ragledger.services.receipts import build_receipt
@@ -153,7 +154,8 @@ async def sse_stream(
             401,
             described={
                 403: "A document in document_ids is not readable",
-                422: "Empty or too long question, top_k out of range",
+                422: "Empty or too long question, top_k out of range, generative mode "
+                "with no LLM_MODEL configured",
                 429: "Question rate limit",
             },
         ),
@@ -177,6 +179,7 @@ async def ask(
         reader=reader,
         settings=settings,
     )
+    mode = resolve_mode(body.mode, settings)
     question_request = QuestionRequest(
         question_id=uuid7(),
         question=question,
@@ -185,6 +188,7 @@ async def ask(
         reader=reader,
         asker_id=user.id,
         metadata=event_metadata(request, user),
+        mode=mode,
     )
     return StreamingResponse(
         sse_stream(question_request, request.app.state, settings.sse_keepalive_s),

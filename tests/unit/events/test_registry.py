@@ -123,3 +123,30 @@ def test_uuid7_is_version_7_and_time_ordered() -> None:
     assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids)
     millis = [i.int >> 80 for i in ids]
     assert millis == sorted(millis)
+
+
+def test_answer_generated_v1_reads_as_an_unchecked_generative_answer() -> None:
+    from ragledger.events.questions import AnswerGenerated
+    from ragledger.events.registry import registry
+
+    question_id = uuid7()
+    v1 = {
+        "question_id": str(question_id),
+        "answer": "Thirty days [1].",
+        "model": "openai/gpt",
+        "prompt_sha256": "ab" * 32,
+        "citations": [1],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 4},
+        "timings_ms": {"total_ms": 9},
+        "no_context": False,
+    }
+    event = registry.decode(_recorded("AnswerGenerated", 1, v1))
+    assert isinstance(event, AnswerGenerated)
+    assert (event.mode, event.support, event.declined, event.generated_answer) == (
+        "generative",
+        None,
+        None,
+        None,
+    )
+    assert event.citations == (1,)
+    assert registry.to_new_event(event).schema_version == 2

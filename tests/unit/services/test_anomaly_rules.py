@@ -334,3 +334,39 @@ def test_mail_with_grouped_count_and_possible_duplicate() -> None:
     assert mail.subject.endswith("+3 grouped")
     assert "3 more anomalies" in mail.text
     assert mail.headers["X-Ragledger-Possible-Duplicate"] == "yes"
+
+
+# --- (g) unsupported answers ---------------------------------------------------------
+
+
+def test_a_declined_answer_without_citations_is_not_uncited() -> None:
+    assert (
+        rules.uncited_answer(
+            question_id=USER, model="m", citations=(), no_context=False, position=4, declined=True
+        )
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("recent", "raised"),
+    [
+        ([(9, True), (7, True), (5, True)], True),
+        ([(9, True), (7, True)], False),  # not yet a run of three
+        ([(9, True), (7, False), (5, True)], False),  # a supported answer ends the run
+        ([(11, True), (9, True), (7, True), (5, False)], True),  # only the latest three count
+    ],
+)
+def test_unsupported_answers_fire_on_a_run(recent, raised: bool) -> None:
+    finding = rules.unsupported_answers(model="m", recent=recent, run=3, below=0.5)
+    assert (finding is not None) is raised
+    if finding is not None:
+        assert finding.rule is Rule.UNSUPPORTED_ANSWERS
+        assert finding.subject == "model:m"
+        assert finding.evidence_positions == tuple(sorted(p for p, _ in recent[:3]))
+
+
+def test_is_unsupported_reads_the_recorded_decimal() -> None:
+    assert rules.is_unsupported("0.499", below=0.5) is True
+    assert rules.is_unsupported("0.500", below=0.5) is False
+    assert rules.is_unsupported(None, below=0.5) is None
