@@ -71,6 +71,8 @@
     $("ask-error").hidden = true;
     $("answer-section").hidden = false;
     $("nothing-found").hidden = true;
+    $("declined").hidden = true;
+    $("support").hidden = true;
     $("answer-link").hidden = true;
     $("sources-heading").hidden = true;
     $("citations").textContent = "";
@@ -90,7 +92,17 @@
         answerEl.textContent = text;
         setState("Writing the answer…", "streaming");
       } else if (event.name === "done") {
+        // A generative answer that its sources did not support is replaced, after the
+        // check, by the platform's decline: show that text, not what streamed.
+        if (typeof d.answer === "string") { text = d.answer; }
         renderAnswer(answerEl, text, answerId, citations);
+        $("declined").hidden = !d.declined;
+        var support = $("support");
+        if (d.support && typeof d.support.groundedness === "number") {
+          support.textContent = "Checked against the sources: groundedness " +
+            Math.round(d.support.groundedness * 100) + "%.";
+          support.hidden = false;
+        } else { support.hidden = true; }
         listCitations(answerId, citations, d.citations);
         if (!citations.length) { $("nothing-found").hidden = false; }
         var link = $("answer-link");
