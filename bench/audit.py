@@ -2145,7 +2145,6 @@ async def run_benchmark(
         auto_migrate=True,
         llm_warm_up=False,
         log_level="WARNING",
-        environment="development",
     )
     rng = random.Random(SEED)
     employees = max(40, min(400, params.events // 2500))

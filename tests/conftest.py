@@ -108,7 +108,6 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         # Loading the local LLM costs tens of seconds of CPU: only the test that uses it
         # pays, at its first question.
         llm_warm_up=False,
-        environment="test",
         runner_poll_interval_s=0.2,
         runner_backoff_initial_s=0.05,
         runner_backoff_max_s=0.2,

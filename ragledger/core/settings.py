@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     # One signed digest a day gives auditors a fixed point to compare against; the
     # scheduler checks hourly and signs when the last digest is older than this.
     digest_interval_s: int = Field(default=86_400, ge=60)
-    # Signed tree heads (README "Merkle tree"): a head each TREE_HEAD_EVERY_EVENTS leaves,
+    # Signed tree heads (docs/ledger-format.md, "The Merkle tree"): a head each TREE_HEAD_EVERY_EVENTS leaves,
     # or after TREE_HEAD_INTERVAL_S when anything else arrived. 1000 events keep the
     # heads under 0.1% of the ledger; 300 s bounds how long a fresh answer waits for a
     # scheduled head (its receipt signs one at once when none covers it). Checked every
@@ -365,7 +365,6 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    environment: Literal["development", "production", "test"] = "development"
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto", description="auto: readable on a terminal, JSON otherwise."
     )
@@ -382,7 +381,7 @@ class Settings(BaseSettings):
     # takes over within this many seconds after the active one dies.
     runner_standby_retry_s: float = Field(default=2.0, gt=0)
 
-    # Crashes and stuck work (README: "Crashes and stuck work").
+    # Crashes and stuck work (docs/security.md: "Crashes and stuck work").
     # A question with no outcome after LLM_TIMEOUT_S plus this margin was cut off by a
     # crash: the margin covers retrieval, the appends and the shutdown grace.
     interrupted_answer_margin_s: float = Field(default=60.0, ge=0)

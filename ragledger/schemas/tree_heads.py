@@ -51,7 +51,7 @@ class ConsistencyProofPublic(BaseModel):
 
 
 class ReceiptPublic(BaseModel):
-    """An answer's receipt: check it offline with ops/verify_receipt.py (README)."""
+    """An answer's receipt: check it offline with ops/verify_receipt.py (docs/auditors.md)."""
 
     format: str
     answer_id: str

@@ -1,4 +1,4 @@
-"""The README's configuration table names every setting, and only settings."""
+"""The configuration reference (docs/configuration.md) names every setting, and only settings."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pydantic.fields import FieldInfo
 
 from ragledger.core.settings import Settings
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 # Environment variables the table documents that are not fields of Settings.
 NOT_SETTINGS = {
@@ -20,8 +20,8 @@ NOT_SETTINGS = {
 
 def configuration_rows(readme: str) -> list[list[str]]:
     """The cells of each body row of the table in the "## Configuration" section."""
-    section = re.search(r"^## Configuration\n(.*?)(?=^## |\Z)", readme, re.MULTILINE | re.DOTALL)
-    assert section is not None, "README.md has no '## Configuration' section"
+    section = re.search(r"^# Configuration\n(.*?)(?=^#{1,2} |\Z)", readme, re.MULTILINE | re.DOTALL)
+    assert section is not None, "docs/configuration.md has no '# Configuration' section"
     lines = [line for line in section.group(1).splitlines() if line.startswith("|")]
     # The header row and the |---| separator come first.
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
@@ -43,14 +43,14 @@ def environment_names(field_name: str, field: FieldInfo) -> set[str]:
 
 
 def test_every_setting_is_in_the_configuration_table() -> None:
-    documented = documented_variables(configuration_rows(README.read_text(encoding="utf-8")))
+    documented = documented_variables(configuration_rows(REFERENCE.read_text(encoding="utf-8")))
     missing = sorted(
         min(names)
         for field_name, field in Settings.model_fields.items()
         if not (names := environment_names(field_name, field)) & documented
     )
     assert not missing, (
-        f"README.md's configuration table lacks {missing}: add a row with the default "
+        f"docs/configuration.md lacks {missing}: add a row with the default "
         "and what the setting trades"
     )
 
@@ -59,12 +59,14 @@ def test_the_table_documents_no_setting_that_does_not_exist() -> None:
     known = set(NOT_SETTINGS)
     for field_name, field in Settings.model_fields.items():
         known |= environment_names(field_name, field)
-    documented = documented_variables(configuration_rows(README.read_text(encoding="utf-8")))
-    assert not documented - known, f"README.md documents unknown settings: {documented - known}"
+    documented = documented_variables(configuration_rows(REFERENCE.read_text(encoding="utf-8")))
+    assert not documented - known, (
+        f"docs/configuration.md documents unknown settings: {documented - known}"
+    )
 
 
 def test_every_row_has_a_default_and_an_explanation() -> None:
-    rows = configuration_rows(README.read_text(encoding="utf-8"))
+    rows = configuration_rows(REFERENCE.read_text(encoding="utf-8"))
     assert rows
     for row in rows:
         assert len(row) == 3, f"a configuration row needs 3 cells: {row}"
@@ -77,7 +79,7 @@ def test_aliases_and_field_names_map_to_upper_case_variables() -> None:
     assert environment_names("data_dir", fields["data_dir"]) == {"RAGLEDGER_DATA_DIR", "DATA_DIR"}
     assert environment_names("redis_url", fields["redis_url"]) == {"REDIS_URL"}
     rows = configuration_rows(
-        "## Configuration\n\n| variable | default | meaning |\n|---|---|---|\n"
+        "# Configuration\n\n| variable | default | meaning |\n|---|---|---|\n"
         "| `A_B`, `C` | 1, 2 | x |\n\n## Next\n| `D` | 3 | y |\n"
     )
     assert documented_variables(rows) == {"A_B", "C"}

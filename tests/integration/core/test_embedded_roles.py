@@ -44,7 +44,7 @@ def tmp_path() -> Iterator[Path]:
 
 
 def _embedded(data_dir: Path) -> Settings:
-    return Settings(data_dir=data_dir, database_url=None, environment="test")
+    return Settings(data_dir=data_dir, database_url=None)
 
 
 async def _assert_app_cannot_escalate(database: Database) -> None:
