@@ -92,9 +92,17 @@ async def ensure_corpus(
             "run again with --corpus to ingest them"
         )
     if missing:
-        # Public to every reader, as the corpus is public documentation.
+        # Public to every reader, as the corpus is public documentation (a document
+        # without groups that is not public is for admins and auditors only).
         await ingest_files(
-            database, settings, missing, groups=[], wait=True, metadata=metadata, console=console
+            database,
+            settings,
+            missing,
+            groups=[],
+            public=True,
+            wait=True,
+            metadata=metadata,
+            console=console,
         )
         found = await corpus_documents(database, dataset)
     absent = [f.path for f in dataset.corpus.files if f.sha256 not in found]
