@@ -11,8 +11,7 @@ from ragledger.api.deps import (
     SettingsDep,
     TokensDep,
     bearer_scheme,
-    current_claims,
-    current_user,
+    current_session,
 )
 from ragledger.events import store
 from ragledger.models.users import Role, User
@@ -33,10 +32,10 @@ async def _signed_in_user(
     if not token:
         return None
     try:
-        claims = await current_claims(request, tokens, token)
-        return await current_user(request, session, claims)
+        user, _claims = await current_session(request, session, tokens, token)
     except AuthenticationError:
         return None
+    return user
 
 
 @router.get("/health", response_model=HealthDetail | HealthPublic)
