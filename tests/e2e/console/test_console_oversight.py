@@ -180,6 +180,15 @@ async def test_admin_uploads_creates_a_user_and_acknowledges_an_anomaly(
     await expect(item).to_contain_text("open")
     await item.get_by_label("Note (optional)").fill("Known test account")
     await item.get_by_role("button", name="Acknowledge").click()
+
+    # The inbox is the anomalies projection: it shows the acknowledgement once the
+    # runner has applied the event (on a loaded box, after the redirect has rendered).
+    async def acknowledged() -> bool:
+        await page.goto(f"{console.base}/admin/anomalies")
+        first = page.locator('li[data-rule="repeated_auth_failures"]').first
+        return "acknowledged" in (await first.inner_text())
+
+    await wait_for(acknowledged, 60, "the acknowledgement to be listed", interval=1)
     item = page.locator('li[data-rule="repeated_auth_failures"]').first
     await expect(item).to_contain_text("acknowledged")
     await expect(item).to_contain_text("Known test account")
