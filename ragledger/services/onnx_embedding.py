@@ -234,8 +234,12 @@ class OnnxEmbedder(LocalEmbedder):
         )
         return np.asarray(vectors, dtype=np.float32)
 
-    async def aclose(self) -> None:
-        """Stop the worker thread and drop the session."""
-        await super().aclose()
+    async def aclose(self, *, wait: bool = True) -> None:
+        """Stop the worker thread and drop the session (without `wait`, as the base class:
+        an export or load in progress is not waited for)."""
+        await super().aclose(wait=wait)
+        if not wait:
+            self._session = None
+            return
         with self._load_lock:
             self._session = None
