@@ -224,7 +224,7 @@ def ledger_verify(
 def projections_status() -> None:
     """Show each subscriber's checkpoint, lag and last error."""
     from ragledger.projections.registry import all_subscribers
-    from ragledger.projections.runner import subscriber_statuses
+    from ragledger.services.subscriber_status import subscriber_statuses
 
     async def work(database: Database):  # noqa: ANN202
         async with database.sessionmaker() as session:

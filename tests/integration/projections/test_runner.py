@@ -19,9 +19,9 @@ from ragledger.projections.runner import (
     SubscriberRunner,
     reset_projection,
     run_until_caught_up,
-    subscriber_statuses,
 )
 from ragledger.projections.streams import StreamsProjection
+from ragledger.services.subscriber_status import subscriber_statuses
 from tests.integration.projections.support import (
     RecordingProjection,
     append_numbered,
