@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Callable
 
+import pytest
 from sqlalchemy import select, text
 
 from ragledger.events import store
@@ -154,6 +155,7 @@ async def _failing(db, name: str) -> bool:
     return checkpoint is not None and checkpoint.failures >= 2
 
 
+@pytest.mark.slow
 async def test_killing_the_process_mid_batch_loses_nothing_and_applies_nothing_twice(
     db, database_url: str
 ) -> None:
