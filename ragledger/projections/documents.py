@@ -179,7 +179,7 @@ class DocumentsProjection(Projection):
             return
         if values.get("status") == "indexed":
             document.indexed_version = version
-            document.chunk_count = int(values["chunk_count"])  # type: ignore[arg-type]
+            document.chunk_count = int(values["chunk_count"])  # type: ignore[call-overload]
             document.failure_reason = None
         else:
             document.failure_reason = str(values.get("failure_reason"))
