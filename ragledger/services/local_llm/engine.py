@@ -14,7 +14,13 @@ import os
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    Callable,
+    Generator,
+    Mapping,
+    Sequence,
+)
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +134,7 @@ class LocalLLM:
 
     async def stream(
         self, messages: Sequence[Mapping[str, Any]], params: GenerationParams
-    ) -> AsyncIterator[GenerationChunk]:
+    ) -> AsyncGenerator[GenerationChunk]:
         """Yield an answer as text deltas, then one empty chunk carrying the statistics.
 
         Closing the iterator early (aclose, cancellation, garbage collection) stops the
@@ -169,7 +175,7 @@ class LocalLLM:
 
     def stream_sync(
         self, messages: Sequence[Mapping[str, Any]], params: GenerationParams
-    ) -> Iterator[GenerationChunk]:
+    ) -> Generator[GenerationChunk]:
         """stream() for synchronous callers; closing the iterator stops the generation."""
         items: queue.SimpleQueue[str | _JobDone] = queue.SimpleQueue()
         future, stop = self._start(normalise_messages(messages), params, emit=items.put)

@@ -9,10 +9,11 @@ import ragledger.core.litellm_cost_map  # noqa: F401
 
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from litellm import CustomLLM
 from litellm.llms.custom_llm import CustomLLMError
+from litellm.types.llms.openai import ChatCompletionUsageBlock
 from litellm.types.utils import GenericStreamingChunk, ModelResponse, Usage
 
 from ragledger.services.local_llm.definitions import (
@@ -56,7 +57,7 @@ def generation_params(optional_params: Mapping[str, Any]) -> GenerationParams:
         raise LocalLLMRequestError(f"invalid generation parameter: {exc}") from exc
 
 
-def _usage(stats: GenerationStats) -> dict[str, int]:
+def _usage(stats: GenerationStats) -> ChatCompletionUsageBlock:
     return {
         "prompt_tokens": stats.prompt_tokens,
         "completion_tokens": stats.completion_tokens,
@@ -64,7 +65,7 @@ def _usage(stats: GenerationStats) -> dict[str, int]:
     }
 
 
-def _openai_finish_reason(reason: FinishReason) -> str:
+def _openai_finish_reason(reason: FinishReason) -> Literal["stop", "length"]:
     # "cancelled" only reaches a consumer that already left; OpenAI has no such value.
     return "length" if reason == "length" else "stop"
 
@@ -105,7 +106,7 @@ class LocalLLMProvider(CustomLLM):
         super().__init__()
         self.llm = llm
 
-    def completion(
+    def completion(  # type: ignore[override]  # litellm passes keywords
         self,
         model: str,
         messages: list[Any],
@@ -121,7 +122,7 @@ class LocalLLMProvider(CustomLLM):
             raise _provider_error(exc) from exc
         return _fill_response(model_response, model, answer)
 
-    async def acompletion(
+    async def acompletion(  # type: ignore[override]  # litellm passes keywords
         self,
         model: str,
         messages: list[Any],
@@ -137,7 +138,7 @@ class LocalLLMProvider(CustomLLM):
             raise _provider_error(exc) from exc
         return _fill_response(model_response, model, answer)
 
-    def streaming(
+    def streaming(  # type: ignore[override]  # litellm passes keywords
         self,
         model: str,
         messages: list[Any],
@@ -157,7 +158,7 @@ class LocalLLMProvider(CustomLLM):
         except LocalLLMError as exc:
             raise _provider_error(exc) from exc
 
-    async def astreaming(
+    async def astreaming(  # type: ignore[override]  # litellm passes keywords
         self,
         model: str,
         messages: list[Any],
@@ -186,5 +187,11 @@ def _fill_response(model_response: ModelResponse, model: str, answer: Completion
     choice.finish_reason = _openai_finish_reason(answer.stats.finish_reason)
     model_response.model = model
     model_response.created = int(time.time())
-    model_response.usage = Usage(**_usage(answer.stats))
+    usage = _usage(answer.stats)
+    # litellm sets `usage` on a ModelResponse at run time; its class does not declare it.
+    model_response.usage = Usage(  # type: ignore[attr-defined]
+        prompt_tokens=usage["prompt_tokens"],
+        completion_tokens=usage["completion_tokens"],
+        total_tokens=usage["total_tokens"],
+    )
     return model_response
