@@ -37,11 +37,11 @@ from sqlalchemy import text
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import argument_parser, machine_info, report
 
+from ragledger.cli_corpus import corpus_documents
 from ragledger.core.runtime import open_database
 from ragledger.core.settings import get_settings
 from ragledger.services.documents import Reader
 from ragledger.services.embedding import get_embedder
-from ragledger.services.evaluation.corpus import corpus_documents
 from ragledger.services.evaluation.dataset import holds_evidence, load_dataset
 from ragledger.services.evaluation.rankers import load_catalogue
 

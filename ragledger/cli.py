@@ -255,7 +255,7 @@ def ledger_verify(
 def projections_status() -> None:
     """Show each subscriber's checkpoint, lag and last error."""
     from ragledger.projections.registry import all_subscribers
-    from ragledger.projections.runner import subscriber_statuses
+    from ragledger.services.subscriber_status import subscriber_statuses
 
     async def work(database: Database):  # noqa: ANN202
         async with database.sessionmaker() as session:
@@ -406,7 +406,7 @@ def ingest(
     wait: Annotated[bool, typer.Option(help="Wait until every file is indexed or failed.")] = True,
 ) -> None:
     """Upload files through the same service as the API and wait for them to be indexed."""
-    from ragledger.services.ingest_files import collect_files, ingest_files
+    from ragledger.cli_ingest import collect_files, ingest_files
 
     settings = _settings()
     files = collect_files(paths)

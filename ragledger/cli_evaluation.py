@@ -11,13 +11,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ragledger.cli_corpus import ensure_corpus
 from ragledger.core.runtime import Database
 from ragledger.core.settings import Settings
 from ragledger.events.envelope import EventMetadata
 from ragledger.services import users as users_service
 from ragledger.services.documents import Reader
 from ragledger.services.embedding import get_embedder
-from ragledger.services.evaluation.corpus import ensure_corpus
 from ragledger.services.evaluation.dataset import Dataset
 from ragledger.services.evaluation.run import (
     NDCG_K,

@@ -6,7 +6,7 @@ scope has its own sliding-window bucket from pyrate-limiter: a `RedisBucket` und
 key `<prefix>:<scope>:<identity>` when REDIS_URL is set, an `InMemoryBucket` otherwise.
 
 Why fastapi-limiter's `RateLimiter` dependency is not used here (pyrate-limiter's
-buckets are, and fastapi-limiter stays the dependency that brings them):
+buckets are, directly; fastapi-limiter is not a dependency):
 - It calls `Limiter.try_acquire_async(key)`, and a `Limiter` built from a rate or a
   bucket routes every key into that one bucket: the key only names the items, so
   "5/minute per user" silently becomes 5/minute for all users together. Per-identity

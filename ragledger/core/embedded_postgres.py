@@ -89,7 +89,9 @@ def start_embedded_postgres(
         login_password = _password(data_dir / LOGIN_PASSWORD_FILE)
         _bootstrap(server, database, owner_password, login_password)
         _require_passwords(server, data_dir / "postgres")
-    socket_dir = server.get_postmaster_info().socket_dir  # type: ignore[attr-defined]
+    socket_dir = server.get_postmaster_info().socket_dir
+    if socket_dir is None:
+        raise RuntimeError("the embedded PostgreSQL reports no socket directory")
     log.info("embedded_postgres_ready", pgdata=str(data_dir / "postgres"), database=database)
     return EmbeddedDatabase(
         owner_url=_url(OWNER_ROLE, owner_password, database, socket_dir),

@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     # One signed digest a day gives auditors a fixed point to compare against; the
     # scheduler checks hourly and signs when the last digest is older than this.
     digest_interval_s: int = Field(default=86_400, ge=60)
-    # Signed tree heads (docs/ledger-format.md, "The Merkle tree"): a head each TREE_HEAD_EVERY_EVENTS leaves,
+    # Signed tree heads (docs/ledger-format.md): a head each TREE_HEAD_EVERY_EVENTS leaves,
     # or after TREE_HEAD_INTERVAL_S when anything else arrived. 1000 events keep the
     # heads under 0.1% of the ledger; 300 s bounds how long a fresh answer waits for a
     # scheduled head (its receipt signs one at once when none covers it). Checked every

@@ -24,4 +24,7 @@ async def put_blob(session: AsyncSession, content: bytes) -> str:
 
 async def get_blob(session: AsyncSession, sha256: str) -> bytes | None:
     """The bytes stored under `sha256`, or None."""
-    return await session.scalar(select(BlobRow.content).where(BlobRow.sha256 == sha256))
+    content: bytes | None = await session.scalar(
+        select(BlobRow.content).where(BlobRow.sha256 == sha256)
+    )
+    return content

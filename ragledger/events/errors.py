@@ -10,7 +10,7 @@ class LedgerError(Exception):
 class WrongExpectedVersionError(LedgerError):
     """Optimistic concurrency: the stream moved on since the caller read it (HTTP 409)."""
 
-    def __init__(self, stream_id: str, expected: int, actual: int) -> None:
+    def __init__(self, stream_id: str, expected: int | None, actual: int) -> None:
         super().__init__(
             f"stream {stream_id!r} is at version {actual}, the append expected {expected}"
         )

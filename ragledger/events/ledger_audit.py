@@ -70,7 +70,7 @@ class LedgerVerificationFailed:
 @event_type
 @dataclass(frozen=True, slots=True)
 class TreeHeadSigned:
-    """The server signed the Merkle tree's root at `tree_size` (docs/ledger-format.md, "The Merkle tree").
+    """The server signed the Merkle tree's root at `tree_size` (docs/ledger-format.md).
 
     `purpose` is `scheduled`, `requested` (an auditor asked) or `receipt` (an answer's
     receipt needed a head covering its events).

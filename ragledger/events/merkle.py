@@ -6,7 +6,8 @@ Leaf ``i`` (from 0) is the event at position ``i + 1``; its leaf data is that ev
 Node ``(level, index)`` is the complete subtree over leaves
 ``[index * 2**level, (index + 1) * 2**level)``; the store keeps every such node once the
 tree has reached its last leaf, so any proof is a handful of stored nodes (see
-`range_nodes`). Everything here is pure; docs/ledger-format.md ("The Merkle tree, exactly") is the specification.
+`range_nodes`). Everything here is pure; docs/ledger-format.md ("The Merkle tree,
+exactly") is the specification.
 """
 
 from __future__ import annotations

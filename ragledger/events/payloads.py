@@ -8,7 +8,7 @@ import types
 import typing
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 
@@ -51,7 +51,7 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def from_payload[T](cls: type[T], data: dict[str, Any]) -> T:
     """Build an event dataclass from its payload; unknown keys are an error."""
-    hints = _hints(cls)
+    hints = _hints(cast("type", cls))
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = set(data) - names
     if unknown:

@@ -174,6 +174,7 @@ def _fold(
 
     Plain dicts keyed by column; written back by AuditAnswersProjection.apply_batch.
     """
+    row: dict[str, Any] | None
     match event:
         case QuestionAsked() as e:
             if e.question_id in rows:
@@ -246,7 +247,8 @@ def _fold(
             row["feedback_count"] = row["feedback_count"] + 1
         case _:
             return None
-    return row["question_id"]
+    question_id: uuid.UUID = row["question_id"]
+    return question_id
 
 
 def _set_timings_of(row: dict[str, Any], timings: Mapping[str, int]) -> None:

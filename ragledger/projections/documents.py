@@ -185,7 +185,7 @@ class DocumentsProjection(Projection):
         if values.get("status") == "indexed":
             document.indexed_version = version
             document.indexed_position = recorded.position
-            document.chunk_count = int(values["chunk_count"])  # type: ignore[arg-type]
+            document.chunk_count = int(values["chunk_count"])  # type: ignore[call-overload]
             document.failure_reason = None
         else:
             document.failure_reason = str(values.get("failure_reason"))

@@ -43,7 +43,7 @@ from ragledger.projections.subscriber import Reactor
 from ragledger.services.chunking import Chunk, chunk_document
 from ragledger.services.embedding import Embedder, get_embedder
 from ragledger.services.extraction import ExtractionError
-from ragledger.services.extraction_isolated import extract_text_isolated
+from ragledger.services.extraction.isolated import extract_text_isolated
 
 log = structlog.get_logger(__name__)
 

@@ -236,9 +236,10 @@ class NotifierReactor(Reactor):
         )
 
     async def _admin_emails(self, session: AsyncSession) -> list[str]:
+        # fastapi-users declares email and is_active to type checkers as plain values.
         result = await session.scalars(
-            select(User.email)
-            .where(User.role == Role.ADMIN.value, User.is_active.is_(True))
+            select(User.email)  # type: ignore[call-overload]
+            .where(User.role == Role.ADMIN.value, User.is_active.is_(True))  # type: ignore[attr-defined]
             .order_by(User.email)
         )
         return list(result.all())
@@ -297,4 +298,4 @@ def _engine_of(session: AsyncSession) -> AsyncEngine:
     bind = session.bind
     if isinstance(bind, AsyncEngine):
         return bind
-    return bind.engine  # type: ignore[union-attr]
+    return bind.engine

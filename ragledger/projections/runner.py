@@ -75,19 +75,6 @@ def runner_config(settings: Settings) -> RunnerConfig:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class SubscriberStatus:
-    """Where one subscriber stands against the ledger head."""
-
-    name: str
-    kind: str
-    position: int
-    lag: int
-    failing_position: int | None
-    last_error: str | None
-    failures: int
-
-
 # The checkpoint row (locked, so a rebuild resetting it waits for the batch in flight)
 # and the ledger head in one round trip. Everything at or below a seen head is committed,
 # so a filtered read that finds fewer than a batch can safely skip to the head.
@@ -486,29 +473,3 @@ async def reset_projection(engine: AsyncEngine, projection: Projection) -> None:
             .where(SubscriberCheckpoint.name == projection.name)
             .values(position=0, last_error=None, failing_position=None, failures=0)
         )
-
-
-async def subscriber_statuses(
-    session: AsyncSession, subscribers: Sequence[Subscriber]
-) -> list[SubscriberStatus]:
-    """Checkpoint and lag of each subscriber (lag in events behind the head)."""
-    ledger_head = (await store.head(session)).position
-    rows = {
-        row.name: row for row in (await session.execute(select(SubscriberCheckpoint))).scalars()
-    }
-    statuses = []
-    for sub in subscribers:
-        row = rows.get(sub.name)
-        position = row.position if row else 0
-        statuses.append(
-            SubscriberStatus(
-                name=sub.name,
-                kind=sub.kind,
-                position=position,
-                lag=max(ledger_head - position, 0),
-                failing_position=row.failing_position if row else None,
-                last_error=row.last_error if row else None,
-                failures=row.failures if row else 0,
-            )
-        )
-    return statuses

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from ragledger.services.anomaly_rules import Rule, Severity
+from ragledger.events.anomaly_kinds import Rule, Severity
 
 
 class AnomalyPublic(BaseModel):

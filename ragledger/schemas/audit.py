@@ -10,9 +10,9 @@ from fastapi import Query
 from fastapi_pagination.cursor import CursorPage, CursorParams
 from pydantic import BaseModel, ConfigDict, Field
 
+from ragledger.core.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from ragledger.schemas.pagination import Page
 from ragledger.schemas.questions import ContextPublic, LedgerRef
-from ragledger.services.audit_queries import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 
 class AuditEventPublic(BaseModel):

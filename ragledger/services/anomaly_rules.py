@@ -20,33 +20,13 @@ import statistics
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
+
+from ragledger.events.anomaly_kinds import Rule, Severity
 
 # An anomaly lists at most this many evidence positions (the most recent ones); its
 # summary gives the full count. A burst of thousands would otherwise bloat the ledger.
 MAX_EVIDENCE = 100
-
-
-class Severity(StrEnum):
-    """How urgent an anomaly is."""
-
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
-    CRITICAL = "critical"
-
-
-class Rule(StrEnum):
-    """The rules, by the name recorded in AnomalyDetected."""
-
-    QUESTION_RATE = "question_rate"
-    REPEATED_AUTH_FAILURES = "repeated_auth_failures"
-    LARGE_AUDIT_READ = "large_audit_read"
-    UNCITED_ANSWER = "uncited_answer"
-    UNSUPPORTED_ANSWERS = "unsupported_answers"
-    PROMPT_INJECTION = "prompt_injection"
-    LEDGER_VERIFICATION_FAILED = "ledger_verification_failed"
 
 
 @dataclass(frozen=True, slots=True)

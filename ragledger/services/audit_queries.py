@@ -39,6 +39,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ragledger.core.database import plan_each_query
+from ragledger.core.paging import MAX_PAGE_SIZE
 from ragledger.events import store
 from ragledger.events.audit import AuditViewed, audit_stream
 from ragledger.events.documents import document_stream
@@ -59,10 +60,6 @@ from ragledger.services.provenance import Provenance, load_provenance
 Order = Literal["newest", "oldest"]
 Direction = Literal["next", "prev"]
 
-# 500 items of a few kilobytes each keeps a page under a few megabytes; more than that
-# is an export, which has its own route.
-MAX_PAGE_SIZE = 500
-DEFAULT_PAGE_SIZE = 50
 MAX_EVENT_TYPES = 50
 MAX_FILTER_CHARS = 300
 MAX_CURSOR_CHARS = 512

@@ -62,9 +62,14 @@ def digest_from_payload(payload: Any) -> SignedDigest | None:
     fields = [payload.get(name) for name in ("hash", "signed_at", "key_id", "signature")]
     if not isinstance(position, int) or isinstance(position, bool) or position < 0:
         return None
-    if not all(isinstance(value, str) for value in fields):
-        return None
     hash_hex, signed_at, key_id, signature = fields
+    if not (
+        isinstance(hash_hex, str)
+        and isinstance(signed_at, str)
+        and isinstance(key_id, str)
+        and isinstance(signature, str)
+    ):
+        return None
     return SignedDigest(
         position=position,
         hash=hash_hex.lower(),

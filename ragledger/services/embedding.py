@@ -562,7 +562,7 @@ def _as_mapping(item: Any) -> dict[str, Any]:
 
 def _import_litellm() -> Any:
     """litellm, imported without fetching its model cost map from GitHub."""
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import ragledger.core.litellm_cost_map  # noqa: F401  # isort: skip
     import litellm
 
     # Its "Give Feedback / Get Help" banner on every exception is noise in our logs.

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import structlog
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+# Before litellm's import: otherwise it fetches its cost map from GitHub at import time.
+import ragledger.core.litellm_cost_map  # noqa: F401
+
+# isort: split
 
 import litellm
 

@@ -12,12 +12,11 @@ from ragledger.core.metrics import AnomalyCount, SubscriberLag
 from ragledger.events import store
 from ragledger.models.ledger import EventRow
 from ragledger.models.oversight import AnomalyRow
-from ragledger.projections.runner import subscriber_statuses
-from ragledger.projections.subscriber import Subscriber
+from ragledger.services.subscriber_status import NamedSubscriber, subscriber_statuses
 
 
 async def read_subscriber_lags(
-    session: AsyncSession, subscribers: Sequence[Subscriber]
+    session: AsyncSession, subscribers: Sequence[NamedSubscriber]
 ) -> tuple[int, list[SubscriberLag]]:
     """The ledger head and each subscriber's lag in events and in seconds.
 

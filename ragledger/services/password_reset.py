@@ -66,7 +66,7 @@ async def _mailed_recently(session: AsyncSession, user: User, interval_s: int) -
     )
     if last is None:
         return False
-    now = await session.scalar(select(func.now()))
+    now = (await session.execute(select(func.now()))).scalar_one()
     return now - last < timedelta(seconds=interval_s)
 
 

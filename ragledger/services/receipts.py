@@ -113,15 +113,12 @@ async def build_receipt(
         uuid.UUID(e.payload["document_id"]) for e in events if e.event_type == "DocumentChunked"
     }
     readable = await _readable(session, reader, chunked_documents)
-    canonical = dict(
-        (
-            await session.execute(
-                select(EventRow.position, EventRow.canonical).where(
-                    EventRow.position.in_([e.position for e in events])
-                )
-            )
-        ).all()
+    rows = await session.execute(
+        select(EventRow.position, EventRow.canonical).where(
+            EventRow.position.in_([e.position for e in events])
+        )
     )
+    canonical = {row.position: row.canonical for row in rows}
     items = []
     for e in events:
         withheld = (

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import text
 
 from ragledger.events import store
@@ -93,6 +94,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 async def test_quick_start_serves_on_the_embedded_database(tmp_path: Path) -> None:
     """`ragledger serve` with no DATABASE_URL starts PostgreSQL itself and answers health."""
     port = _free_port()
@@ -180,6 +182,7 @@ async def test_ingest_public_marks_the_files_public_and_access_is_written_at_onc
     assert sorted(tuple(r) for r in rows) == [("board.md", False, []), ("menu.md", True, [])]
 
 
+@pytest.mark.slow
 async def test_ask_streams_the_answer_then_the_citations(
     db, settings, database_url: str, tmp_path: Path, fake_openai
 ) -> None:

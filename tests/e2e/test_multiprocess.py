@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
@@ -30,6 +31,9 @@ from ragledger.events import store
 from ragledger.projections.registry import all_subscribers
 from tests.e2e.conftest import login, make_account
 from tests.e2e.test_cli import RAGLEDGER, _env, _free_port, _run
+
+# Slow: several server processes (skip with -m "not slow").
+pytestmark = pytest.mark.slow
 
 DOCUMENT = """# Travel policy {n}
 

@@ -454,6 +454,7 @@ async def test_search_returns_only_readable_chunks_and_is_recorded(
     assert performed.payload["removed_by_access_filter"] >= 1
 
 
+@pytest.mark.slow
 async def test_the_real_local_model_answers_end_to_end(db, settings, people_local) -> None:
     """SmolLM2-135M from the wheel, in-process through litellm's custom provider."""
     local, http = people_local

@@ -10,8 +10,12 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.e2e.test_cli import RAGLEDGER, _env, _free_port
+
+# Slow: a server process warming up the real local model (skip with -m "not slow").
+pytestmark = pytest.mark.slow
 
 # Only a hang guard: the exit itself takes a few seconds (the runner's batches, the
 # database pool); the warm-up it must not wait for takes tens of seconds on first start.

@@ -16,9 +16,9 @@ from ragledger.api.deps import (
 from ragledger.events import store
 from ragledger.models.users import Role, User
 from ragledger.projections.registry import all_subscribers
-from ragledger.projections.runner import subscriber_statuses
 from ragledger.schemas.health import HealthDetail, HealthPublic, SubscriberHealth
 from ragledger.services.errors import AuthenticationError
+from ragledger.services.subscriber_status import subscriber_statuses
 
 router = APIRouter(tags=["health"])
 

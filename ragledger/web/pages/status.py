@@ -8,8 +8,8 @@ from fastapi.responses import HTMLResponse
 from ragledger.api.deps import AdminUser, SessionDep, SettingsDep
 from ragledger.events import store
 from ragledger.projections.registry import all_subscribers
-from ragledger.projections.runner import subscriber_statuses
 from ragledger.services.digest_checks import check_stored_digests
+from ragledger.services.subscriber_status import subscriber_statuses
 from ragledger.web.rendering import render
 
 router = APIRouter()

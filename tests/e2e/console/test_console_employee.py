@@ -3,9 +3,13 @@ feedback, documents, and the boundaries (another group's document, CSRF, sign-ou
 
 from __future__ import annotations
 
+import pytest
 from playwright.async_api import Browser, expect
 
 from tests.e2e.console.conftest import ConsoleServer, Shots, sign_in
+
+# Slow: a browser against a server process (skip with -m "not slow").
+pytestmark = pytest.mark.slow
 
 ANSWER_TOKENS = ["Employees ", "get ", "25 ", "days ", "of ", "paid ", "annual ", "leave [1]."]
 

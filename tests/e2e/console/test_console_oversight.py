@@ -6,12 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 from playwright.async_api import Browser, expect
 from sqlalchemy import select
 
 from ragledger.models.ledger import EventRow
 from tests.e2e.console.conftest import ConsoleServer, Shots, api_token, sign_in, wait_for
 from tests.fixtures_documents import garbage_pdf_bytes
+
+# Slow: a browser against a server process (skip with -m "not slow").
+pytestmark = pytest.mark.slow
 
 
 async def ask(client: httpx.AsyncClient, token: str, question: str) -> str:

@@ -38,6 +38,7 @@ def _modes(data_dir: Path) -> dict[str, int]:
 # fork() from a process with threads warns: a child could inherit a lock some thread
 # held. These children only read and write key files; a fork server or spawn staggered
 # the starts so much that the old code's race went unseen in 5 rounds (fork: 2 of 5).
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 @pytest.mark.parametrize("round_", range(5))
 def test_concurrent_processes_all_read_the_same_non_empty_keys(tmp_path: Path, round_) -> None:

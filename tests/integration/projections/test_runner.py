@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Callable
 
+import pytest
 from sqlalchemy import select, text
 
 from ragledger.events import store
@@ -19,9 +20,9 @@ from ragledger.projections.runner import (
     SubscriberRunner,
     reset_projection,
     run_until_caught_up,
-    subscriber_statuses,
 )
 from ragledger.projections.streams import StreamsProjection
+from ragledger.services.subscriber_status import subscriber_statuses
 from tests.integration.projections.support import (
     RecordingProjection,
     append_numbered,
@@ -154,6 +155,7 @@ async def _failing(db, name: str) -> bool:
     return checkpoint is not None and checkpoint.failures >= 2
 
 
+@pytest.mark.slow
 async def test_killing_the_process_mid_batch_loses_nothing_and_applies_nothing_twice(
     db, database_url: str
 ) -> None:

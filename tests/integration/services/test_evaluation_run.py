@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from ragledger.cli_corpus import ensure_corpus
 from ragledger.events import store
 from ragledger.events.envelope import EventMetadata
 from ragledger.events.oversight import evaluation_stream
 from ragledger.events.registry import registry
 from ragledger.services.documents import Reader
 from ragledger.services.embedding import get_embedder
-from ragledger.services.evaluation.corpus import ensure_corpus
 from ragledger.services.evaluation.dataset import DatasetError, load_dataset
 from ragledger.services.evaluation.run import EvalOptions, run_evaluation
 from ragledger.services.users import create_user

@@ -10,7 +10,7 @@ from ragledger.services.extraction import (
     ExtractionError,
     extract_text,
 )
-from ragledger.services.extraction_isolated import extract_text_isolated
+from ragledger.services.extraction.isolated import extract_text_isolated
 from tests import fixtures_documents as docs
 
 LIMITS = {"max_decompressed_bytes": 200 * 2**20, "max_chars": 20_000_000}

@@ -7,8 +7,8 @@ from pathlib import Path
 from rich.console import Console
 from sqlalchemy import text
 
+from ragledger.cli_ingest import ingest_files
 from ragledger.events.envelope import EventMetadata
-from ragledger.services.ingest_files import ingest_files
 
 PARAGRAPHS = 1_000
 

@@ -25,6 +25,9 @@ from ragledger.services.local_llm import (
 )
 from tests.loop_lag import loop_lag_during
 
+# Slow: the real local model: the GGUF file dequantized on first load (skip with -m "not slow").
+pytestmark = pytest.mark.slow
+
 # Greedy answers to these are long enough to hit small max_tokens budgets.
 SKY = [{"role": "user", "content": "Explain in two sentences why the sky is blue."}]
 STORY = [{"role": "user", "content": "Write a long story about a dragon who learns to bake."}]

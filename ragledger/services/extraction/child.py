@@ -1,4 +1,4 @@
-"""The child process of isolated extraction (`python -m ragledger.services.extraction_child`).
+"""The child process of isolated extraction (`python -m ragledger.services.extraction.child`).
 
 Arguments: memory limit in bytes, max decompressed bytes, max characters, content type.
 The document's bytes come on stdin; one JSON object goes to stdout: the extracted text

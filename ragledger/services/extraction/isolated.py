@@ -2,7 +2,7 @@
 
 Parsers of hostile formats can loop or balloon (a crafted PDF, deeply nested XML); in
 the ingestion reactor that stalled every upload behind the bad one. Each extraction
-runs in a fresh `python -m ragledger.services.extraction_child` whose address space is
+runs in a fresh `python -m ragledger.services.extraction.child` whose address space is
 capped (RLIMIT_AS) and which is killed past the time limit; either way the document
 fails with a reason that names the limit. Starting the child costs about 0.8 s of CPU
 (importing the parsers), small beside embedding a document.
@@ -20,7 +20,7 @@ from typing import Any
 from ragledger.services.document_text import ExtractedText, Section
 from ragledger.services.extraction import ExtractionError
 
-CHILD_MODULE = "ragledger.services.extraction_child"
+CHILD_MODULE = "ragledger.services.extraction.child"
 
 
 def _mib(n: int) -> str:

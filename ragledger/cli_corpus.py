@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from sqlalchemy import func, select
 
+from ragledger.cli_ingest import ingest_files
 from ragledger.core.runtime import Database
 from ragledger.core.settings import Settings
 from ragledger.events.envelope import EventMetadata
@@ -17,7 +18,6 @@ from ragledger.models.documents import ChunkRow, DocumentVersionRow
 from ragledger.projections.chunks import ChunksProjection
 from ragledger.projections.runner import run_until_caught_up
 from ragledger.services.evaluation.dataset import Dataset, DatasetError, corpus_paths
-from ragledger.services.ingest_files import ingest_files
 
 
 async def corpus_documents(database: Database, dataset: Dataset) -> dict[str, uuid.UUID]:
