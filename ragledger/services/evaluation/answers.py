@@ -63,6 +63,9 @@ def decline_of(done: Mapping[str, Any], answer: str) -> tuple[bool | None, str |
     declined = done.get("declined")
     if isinstance(declined, bool):
         return declined, reason if isinstance(reason, str) else None
+    if isinstance(declined, str) and declined:
+        # The answer path sends the decline's reason in `declined` (null when it answered).
+        return True, declined
     if isinstance(reason, str) and reason:
         return True, reason
     if answer.strip() == NO_CONTEXT_ANSWER.strip():

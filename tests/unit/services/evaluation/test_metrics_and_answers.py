@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from ragledger.services.evaluation.answers import score_answer, support_of
+from ragledger.services.evaluation.answers import decline_of, score_answer, support_of
 from ragledger.services.evaluation.metrics import mean, mrr_at_k, ndcg_at_k, recall_at_k
 from ragledger.services.evaluation.run import rank_scores
 from ragledger.services.prompting import NO_CONTEXT_ANSWER
@@ -73,6 +73,19 @@ def test_support_and_decline_are_read_from_the_answer_path_when_sent() -> None:
     assert (scores.declined, scores.decline_reason, scores.citation_precision) == (
         True,
         "low_relevance",
+        None,
+    )
+
+
+def test_a_decline_reason_sent_in_declined_is_a_decline() -> None:
+    # The platform's done event: `declined` holds the reason, null when it answered.
+    reason = "low_relevance: the best sentence scored 0.301, below the minimum 0.35"
+    assert decline_of({"declined": reason}, "The documents do not cover this question.") == (
+        True,
+        reason,
+    )
+    assert decline_of({"declined": None}, "Python is named after Monty Python. [1]") == (
+        False,
         None,
     )
 
