@@ -17,6 +17,7 @@ from typing import Literal
 
 import numpy as np
 
+from ragledger.core.ids import uuid7
 from ragledger.core.settings import Settings
 from ragledger.services.answer_support import SupportBlock, SupportReport, check_support
 from ragledger.services.embedding import Embedder
@@ -168,7 +169,8 @@ async def answer_from_context(
             question, question_vector, blocks, embedder=embedder, settings=settings
         )
         return _with_timings(answer, started, {})
-    prompt = build_prompt(question, blocks)
+    # Not a recorded question: a fresh id still gives the context its unforgeable tag.
+    prompt = build_prompt(question, blocks, question_id=uuid7())
     stats = CompletionStats(model=model_of(mode, settings))
     deltas = stream_completion(prompt.messages, settings, stats)
     generated = "".join([delta async for delta in deltas])
