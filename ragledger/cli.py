@@ -460,7 +460,7 @@ def ask(
             sys.stdout.write(str(event.data["text"]))
             sys.stdout.flush()
         elif event.name == "context":
-            citations.extend(event.data["citations"])  # type: ignore[arg-type]
+            citations.extend(event.data["citations"])
         elif event.name in ("done", "error"):
             outcome.update(name=event.name, **event.data)
 

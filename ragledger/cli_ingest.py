@@ -146,6 +146,8 @@ async def _refresh(database: Database, outcomes: Sequence[FileOutcome]) -> None:
         searchable = await documents_service.searchable_up_to(session)
     by_key = {(r.document_id, r.version): r for r in rows}
     for outcome in outcomes:
+        if outcome.document_id is None or outcome.version is None:
+            continue
         row = by_key.get((outcome.document_id, outcome.version))
         if row is None:
             continue

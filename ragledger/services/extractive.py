@@ -17,7 +17,7 @@ sentence is below the minimum relevance, the answer declines.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,7 +117,7 @@ def rank(
 
 def choose(
     candidates: Sequence[Candidate],
-    block_sentences: dict[int, Sequence[Sentence]],
+    block_sentences: Mapping[int, Sequence[Sentence]],
     params: ExtractiveParams,
 ) -> dict[int, dict[int, float | None]]:
     """The sentences to quote, per block: index -> relevance (None for a neighbour)."""
@@ -145,7 +145,7 @@ def choose(
 
 def compose(
     chosen: dict[int, dict[int, float | None]],
-    block_sentences: dict[int, Sequence[Sentence]],
+    block_sentences: Mapping[int, Sequence[Sentence]],
     *,
     method: str = METHOD,
 ) -> tuple[str, tuple[int, ...], SupportReport]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -73,7 +73,7 @@ def ensure_local_provider(settings: Settings) -> None:
 
 async def stream_completion(
     messages: Sequence[dict[str, str]], settings: Settings, stats: CompletionStats
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     """Yield text deltas of one completion; raise LLMError on failure, timeout or stall."""
     if not settings.llm_model:
         raise LLMError("no_model", "no language model is configured (LLM_MODEL)")
