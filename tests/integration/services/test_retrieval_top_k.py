@@ -11,7 +11,7 @@ import uuid
 
 import numpy as np
 
-from ragledger.models.documents import EMBEDDING_DIMENSIONS, ChunkRow
+from ragledger.models.documents import EMBEDDING_DIMENSIONS, ChunkRow, DocumentAccessRow
 from ragledger.services.answering import retrieval_params
 from ragledger.services.documents import Reader
 from ragledger.services.retrieval import retrieve
@@ -28,6 +28,18 @@ async def test_top_5_is_the_first_five_of_top_20(db, settings) -> None:
     rng = np.random.default_rng(11)
     query = _unit(rng.standard_normal(EMBEDDING_DIMENSIONS))
     async with db.sessionmaker() as session, session.begin():
+        # Who may read each document is written by the commands (document_access).
+        for d in range(1, 4):
+            session.add(
+                DocumentAccessRow(
+                    document_id=uuid.UUID(int=d),
+                    access_groups=[],
+                    public=True,
+                    retracted=False,
+                    position=d,
+                )
+            )
+        await session.flush()
         for i in range(120):
             words = " ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(1 + i % 4))
             body = f"{words} rules number {i}"
