@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Request, status
 
 from ragledger.api.errors import BODY_ERRORS, error_responses
 from ragledger.api.rate_limits import RateScope
@@ -18,8 +18,9 @@ router = APIRouter(prefix="/auth", tags=["auth"])
     status_code=status.HTTP_202_ACCEPTED,
     responses=error_responses(*BODY_ERRORS, described={429: "Too many reset requests"}),
 )
-async def forgot_password(request: Request, body: ForgotPasswordCreate) -> Response:
+async def forgot_password(request: Request, body: ForgotPasswordCreate) -> None:
     """Mail a reset token if an active account has this address (public)."""
+    # The answer is JSON `null` (no return value), as fastapi-users' own route gave.
     email = str(body.email)
     limits = request.app.state.rate_limits
     await limits.enforce(request, RateScope.RESET_REQUEST_ADDRESS, client_ip(request))
@@ -37,4 +38,3 @@ async def forgot_password(request: Request, body: ForgotPasswordCreate) -> Respo
         ),
         name="password-reset-mail",
     )
-    return Response(status_code=status.HTTP_202_ACCEPTED)
