@@ -55,6 +55,7 @@ from ragledger.projections.registry import all_subscribers
 from ragledger.projections.runner import SubscriberRunner, runner_config
 from ragledger.projections.subscriber_alerts import watch_subscribers
 from ragledger.schemas.users import FastAPIUsersCreate, FastAPIUsersRead
+from ragledger.services.audit_queries import cursor_key
 from ragledger.services.embedding import close_embedders
 from ragledger.services.interrupted_answers import sweep_interrupted_answers
 from ragledger.services.ledger_audit import scheduled_digests
@@ -258,7 +259,10 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
     app.include_router(api)
     app.include_router(metrics.router)
     app.state.unlisted_paths = ("/metrics",)
-    app.state.csrf_key = csrf_key(settings.resolved_secret_key())
+    # Derived once: resolving the key may read the data dir's key file.
+    secret = settings.resolved_secret_key()
+    app.state.csrf_key = csrf_key(secret)
+    app.state.cursor_key = cursor_key(secret)
     install_console(app)
     add_pagination(app)
 

@@ -15,7 +15,7 @@ import structlog
 from fastapi import APIRouter, Query, Request
 from fastapi_pagination import resolve_params
 
-from ragledger.api.deps import AuditorUser, SessionDep, SettingsDep
+from ragledger.api.deps import AuditorUser, SessionDep
 from ragledger.api.errors import error_responses
 from ragledger.api.request_context import event_metadata
 from ragledger.events.envelope import RecordedEvent
@@ -45,7 +45,6 @@ from ragledger.services.audit_queries import (
     EventFilters,
     Order,
     clamp_size,
-    cursor_key,
 )
 
 log = structlog.get_logger(__name__)
@@ -100,7 +99,6 @@ def ledger_ref(event: RecordedEvent) -> LedgerRef:
 async def list_events(
     request: Request,
     session: SessionDep,
-    settings: SettingsDep,
     auditor: AuditorUser,
     order: Annotated[Order, Query(description="newest (default) or oldest first")] = "newest",
     event_type: EventTypeQuery = None,
@@ -141,7 +139,7 @@ async def list_events(
         order=order,
         size=size,
         cursor=params.cursor,
-        key=cursor_key(settings.resolved_secret_key()),
+        key=request.app.state.cursor_key,
     )
     await audit_queries.record_view(
         session,

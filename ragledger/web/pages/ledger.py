@@ -9,10 +9,10 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from ragledger.api.deps import AuditorUser, SessionDep, SettingsDep
+from ragledger.api.deps import AuditorUser, SessionDep
 from ragledger.api.request_context import event_metadata
 from ragledger.services import audit_queries
-from ragledger.services.audit_queries import EventFilters, clamp_size, cursor_key
+from ragledger.services.audit_queries import EventFilters, clamp_size
 from ragledger.services.errors import DomainError, NotFoundError
 from ragledger.services.ledger_audit import export_line
 from ragledger.web.forms import optional_int, optional_time, optional_uuid
@@ -26,7 +26,6 @@ LEDGER_PAGE_SIZE = 50
 async def ledger_page(
     request: Request,
     session: SessionDep,
-    settings: SettingsDep,
     auditor: AuditorUser,
     event_type: str = "",
     actor: str = "",
@@ -70,7 +69,7 @@ async def ledger_page(
             order=order,
             size=size,
             cursor=cursor or None,
-            key=cursor_key(settings.resolved_secret_key()),
+            key=request.app.state.cursor_key,
         )
     except DomainError as exc:
         return render(
@@ -107,7 +106,6 @@ async def event_page(
     request: Request,
     position: int,
     session: SessionDep,
-    settings: SettingsDep,
     auditor: AuditorUser,
 ) -> HTMLResponse:
     """One event: its canonical JSON, hash and previous hash (auditor, admin)."""
@@ -118,7 +116,7 @@ async def event_page(
         order="oldest",
         size=1,
         cursor=None,
-        key=cursor_key(settings.resolved_secret_key()),
+        key=request.app.state.cursor_key,
     )
     if not page.items:
         raise NotFoundError(f"no event at position {position}")
