@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import logging
 import os
 import signal
 import sys
@@ -15,9 +16,11 @@ import structlog
 import typer
 import uvicorn
 
+from ragledger.core.embedded_postgres import release_embedded_postgres
 from ragledger.core.logging import configure_logging
 from ragledger.core.runtime import Database, open_database
 from ragledger.core.settings import Settings, get_settings
+from ragledger.core.worker_thread import busy_workers
 from ragledger.events.envelope import EventMetadata
 
 log = structlog.get_logger(__name__)
@@ -91,6 +94,26 @@ def _exit_on_sigterm(_signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
 
+def _end_now_if_workers_busy(code: object) -> None:
+    """End the process without interpreter finalization while a model job still runs.
+
+    A warm-up abandoned at shutdown keeps loading on its daemon thread, which may hold
+    an import lock (torch and transformers import lazily); a destructor that imports
+    during finalization then waits for it forever (seen in CI with litellm's HTTP
+    client). The server's shutdown has closed everything it owns by now; the embedded
+    PostgreSQL is released here because atexit will not run.
+    """
+    busy = busy_workers()
+    if not busy:
+        return
+    release_embedded_postgres()
+    log.info("exit_without_finalization", busy_workers=busy)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else (1 if code else 0))
+
+
 def _prepare_multiprocess_metrics(settings: Settings) -> None:
     """Give the workers one empty PROMETHEUS_MULTIPROC_DIR (their metrics are summed)."""
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
@@ -133,20 +156,25 @@ def serve(
     # SystemExit (not the default kill) lets atexit stop the embedded PostgreSQL.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     get_settings.cache_clear()
-    uvicorn.run(
-        "ragledger.api.app:create_default_app",
-        factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
-        workers=workers,
-        log_config=None,
-        # The request middleware logs each request (route, status, duration, request
-        # id); uvicorn's access line would repeat it at a cost of ~1% of the CPU.
-        access_log=False,
-        proxy_headers=False,
-        timeout_graceful_shutdown=30,
-        timeout_worker_healthcheck=settings.worker_healthcheck_timeout_s,
-    )
+    try:
+        uvicorn.run(
+            "ragledger.api.app:create_default_app",
+            factory=True,
+            host=host or settings.host,
+            port=port or settings.port,
+            workers=workers,
+            log_config=None,
+            # The request middleware logs each request (route, status, duration, request
+            # id); uvicorn's access line would repeat it at a cost of ~1% of the CPU.
+            access_log=False,
+            proxy_headers=False,
+            timeout_graceful_shutdown=30,
+            timeout_worker_healthcheck=settings.worker_healthcheck_timeout_s,
+        )
+    except SystemExit as exc:
+        _end_now_if_workers_busy(exc.code)
+        raise
+    _end_now_if_workers_busy(0)
 
 
 @app.command("runner")

@@ -6,17 +6,29 @@ held up the exit of a process told to stop. This worker is a daemon thread: shut
 may leave a job running, and the process exits without waiting for it. The jobs it
 runs only load weights, compute, and publish caches atomically (write, then rename),
 so abandoning one loses nothing but the work.
+
+A daemon thread abandoned mid-job can still hold an import lock (the model load imports
+torch and transformers lazily), and the interpreter's finalization deadlocks on it when
+a destructor imports. `busy_workers()` lets a process that is ending see that case and
+end without finalization (see `ragledger serve`).
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any
 
 _STOP = object()
+_workers: weakref.WeakSet[DaemonWorker] = weakref.WeakSet()
+
+
+def busy_workers() -> list[str]:
+    """Names of the daemon workers running a job at this moment."""
+    return sorted(worker.name for worker in list(_workers) if worker.busy)
 
 
 class DaemonWorker(Executor):
@@ -34,8 +46,16 @@ class DaemonWorker(Executor):
         self._shutdown = False
         self._initializer = initializer
         self._initargs = initargs
+        self._busy = False
+        self.name = name
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
+        _workers.add(self)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a job is running on the thread now."""
+        return self._busy and self._thread.is_alive()
 
     def submit[T](self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Queue fn(*args, **kwargs); RuntimeError once shut down."""
@@ -85,9 +105,12 @@ class DaemonWorker(Executor):
             if broken is not None:
                 future.set_exception(RuntimeError(f"the worker failed to start: {broken!r}"))
                 continue
+            self._busy = True
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:  # noqa: BLE001  (handed to whoever awaits it)
                 future.set_exception(exc)
             else:
                 future.set_result(result)
+            finally:
+                self._busy = False
