@@ -1,4 +1,4 @@
-"""How late the event loop wakes a ticker while some work runs: blocking work shows up.
+"""How late the event loop wakes a ticker while some work runs (used by bench/loop_lag.py).
 
 The heap is frozen for the measurement (`gc.freeze`): in a test process holding torch,
 transformers and litellm, one full garbage collection took 0.05-0.9 s (measured with a
