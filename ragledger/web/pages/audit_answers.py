@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid
 from typing import Annotated, get_args
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
@@ -86,7 +85,6 @@ async def answers_page(
         item_count=len(found.items),
         metadata=event_metadata(request, auditor),
     )
-    query = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "page"])
     return render(
         request,
         "audit_answers.html",
@@ -96,7 +94,6 @@ async def answers_page(
             "rows": found.items,
             "total": found.total,
             "pager": Pager(number, number > 1, number * PAGE_SIZE < found.total),
-            "query_prefix": f"{query}&" if query else "",
         },
         title="Answers",
     )
