@@ -15,9 +15,11 @@ from fastapi.responses import HTMLResponse
 
 from ragledger.api.deps import AuditorUser, SessionDep
 from ragledger.api.request_context import event_metadata
-from ragledger.services import audit_queries
 from ragledger.services import users as users_service
-from ragledger.services.audit_queries import MAX_HISTORY_ANSWERS, AnswerFilters, AnswerStatus
+from ragledger.services.audit.answer_pages import page_answers
+from ragledger.services.audit.filters import AnswerFilters, AnswerStatus
+from ragledger.services.audit.recorded_views import record_view
+from ragledger.services.audit.stories import MAX_HISTORY_ANSWERS, document_history, question_story
 from ragledger.services.errors import DomainError, InvalidInputError
 from ragledger.web.forms import optional_time, optional_uuid
 from ragledger.web.paging import PAGE_SIZE, Pager, page_number
@@ -76,8 +78,8 @@ async def answers_page(
             status_code=exc.status_code,
             title="Answers",
         )
-    found = await audit_queries.page_answers(session, filters=filters, page=number, size=PAGE_SIZE)
-    await audit_queries.record_view(
+    found = await page_answers(session, filters=filters, page=number, size=PAGE_SIZE)
+    await record_view(
         session,
         auditor_id=auditor.id,
         view="answers",
@@ -104,8 +106,8 @@ async def story_page(
     request: Request, question_id: uuid.UUID, session: SessionDep, auditor: AuditorUser
 ) -> HTMLResponse:
     """One question's whole story from the ledger, and who read it (auditor, admin)."""
-    story = await audit_queries.question_story(session, question_id, auditor_id=auditor.id)
-    await audit_queries.record_view(
+    story = await question_story(session, question_id, auditor_id=auditor.id)
+    await record_view(
         session,
         auditor_id=auditor.id,
         view="answer",
@@ -125,8 +127,8 @@ async def document_history_page(
 ) -> HTMLResponse:
     """A document's versions, access changes, retraction and answers (auditor, admin)."""
     limit = MAX_HISTORY_ANSWERS
-    history = await audit_queries.document_history(session, document_id, answers_limit=limit)
-    await audit_queries.record_view(
+    history = await document_history(session, document_id, answers_limit=limit)
+    await record_view(
         session,
         auditor_id=auditor.id,
         view="document_history",
