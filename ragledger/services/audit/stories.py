@@ -14,7 +14,7 @@ from ragledger.events import store
 from ragledger.events.documents import document_stream
 from ragledger.events.envelope import RecordedEvent
 from ragledger.events.questions import question_stream
-from ragledger.models.audit import AuditAnswerRow
+from ragledger.models.audit import AuditAnswerDocumentRow, AuditAnswerRow
 from ragledger.models.ledger import EventRow
 from ragledger.models.users import Role
 from ragledger.services.audit.positions import projected_position
@@ -28,6 +28,7 @@ MAX_STORY_READS = 1000
 MAX_HISTORY_ANSWERS = 1000
 
 _events = EventRow.__table__
+_answer_documents = AuditAnswerDocumentRow.__table__
 # Matches the partial index ix_events_audit_target.
 _READS_OF_TARGET = text(
     "events.event_type = 'AuditViewed' AND events.payload->>'target_id' = :target_id"
@@ -220,15 +221,30 @@ async def document_history(
                 pass
     history.versions = [versions[v] for v in sorted(versions)]
 
-    citing = AuditAnswerRow.context_document_ids.contains([document_id])
-    history.answer_count = int(
-        await session.scalar(select(func.count()).select_from(AuditAnswerRow).where(citing)) or 0
+    # The document's answers are one range of audit_answer_documents (document_id,
+    # asked_position): counted and cut to the newest there, so that neither a popular
+    # document (tens of thousands of answers) nor a rare one (a scan of every answer
+    # for its few) costs more than its own rows; only those rows' narrow columns are read.
+    in_context = select(_answer_documents.c.asked_position).where(
+        _answer_documents.c.document_id == document_id, _answer_documents.c.in_context
     )
-    answers = await session.scalars(
-        select(AuditAnswerRow)
-        .where(citing)
+    history.answer_count = int(
+        await session.scalar(select(func.count()).select_from(in_context.subquery())) or 0
+    )
+    newest = in_context.order_by(_answer_documents.c.asked_position.desc()).limit(answers_limit)
+    answers = await session.execute(
+        select(
+            AuditAnswerRow.question_id,
+            AuditAnswerRow.asked_by,
+            AuditAnswerRow.asked_at,
+            AuditAnswerRow.status,
+            AuditAnswerRow.model,
+            AuditAnswerRow.citations,
+            AuditAnswerRow.context,
+            AuditAnswerRow.asked_position,
+        )
+        .where(AuditAnswerRow.asked_position.in_(newest.scalar_subquery()))
         .order_by(AuditAnswerRow.asked_position.desc())
-        .limit(answers_limit)
     )
     wanted = str(document_id)
     for row in answers:

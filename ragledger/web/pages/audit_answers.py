@@ -19,13 +19,17 @@ from ragledger.services import users as users_service
 from ragledger.services.audit.answer_pages import page_answers
 from ragledger.services.audit.filters import AnswerFilters, AnswerStatus
 from ragledger.services.audit.recorded_views import record_view
-from ragledger.services.audit.stories import MAX_HISTORY_ANSWERS, document_history, question_story
+from ragledger.services.audit.stories import document_history, question_story
 from ragledger.services.errors import DomainError, InvalidInputError
 from ragledger.web.forms import optional_time, optional_uuid
 from ragledger.web.paging import PAGE_SIZE, Pager, page_number
 from ragledger.web.rendering import render
 
 router = APIRouter()
+# Answers listed on a document's page, newest first; the answers list filtered by the
+# document pages through the rest (a popular document has tens of thousands, and the
+# page stays light: bench/console.py).
+HISTORY_ANSWERS = 50
 STATUSES: tuple[str, ...] = get_args(AnswerStatus)
 
 
@@ -126,7 +130,7 @@ async def document_history_page(
     request: Request, document_id: uuid.UUID, session: SessionDep, auditor: AuditorUser
 ) -> HTMLResponse:
     """A document's versions, access changes, retraction and answers (auditor, admin)."""
-    limit = MAX_HISTORY_ANSWERS
+    limit = HISTORY_ANSWERS
     history = await document_history(session, document_id, answers_limit=limit)
     await record_view(
         session,

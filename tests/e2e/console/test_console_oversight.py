@@ -87,6 +87,13 @@ async def test_auditor_filters_answers_reads_a_story_pages_the_ledger_and_verifi
     await expect(page.locator("main")).to_contain_text("AnswerGenerated")
     await shots.take(page, "story")
 
+    # The cited document's history lists the answer that used it.
+    await page.goto(f"{console.base}/audit/documents/{console.documents['leave']}")
+    await expect(page.locator("main")).to_contain_text("Answers that used it (1)")
+    await expect(page.locator(f'main a[href="/audit/answers/{answered}"]')).to_have_count(1)
+    await expect(page.locator("#all-answers")).to_have_count(0)  # all are listed
+    await shots.take(page, "document_history")
+
     # The ledger, five events a page: the next page continues below the first.
     await page.goto(f"{console.base}/audit/ledger?size=5")
     first_page = await page.locator("#events tbody tr td:first-child").all_inner_texts()
@@ -118,7 +125,7 @@ async def test_auditor_filters_answers_reads_a_story_pages_the_ledger_and_verifi
         verified = await session.scalar(
             select(EventRow).where(EventRow.event_type == "LedgerVerified")
         )
-    assert {"answers", "answer", "events", "integrity"} <= set(views)
+    assert {"answers", "answer", "document_history", "events", "integrity"} <= set(views)
     assert verified is not None
 
 
