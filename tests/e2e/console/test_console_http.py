@@ -302,7 +302,10 @@ async def test_pages_carry_no_inline_script_or_style(client, accounts) -> None:
         assert not re.search(r"<[^>]+\son[a-z]+=", text), path
 
 
-async def test_console_errors_are_pages_with_the_right_status(client, accounts) -> None:
+async def test_console_errors_are_pages_and_lists_keep_their_filters(
+    client, accounts, db, monkeypatch
+) -> None:
+    """One app for both (each app and its accounts cost seconds of CI)."""
     # Anonymous: sign in first, whatever the address holds.
     anonymous = await client.get("/documents/not-an-id")
     assert anonymous.status_code == 303
@@ -345,10 +348,7 @@ async def test_console_errors_are_pages_with_the_right_status(client, accounts) 
     assert missing_asset.status_code == 404
     assert "text/html" not in missing_asset.headers.get("content-type", "")
 
-
-async def test_users_paging_and_actions_keep_the_list_filters(
-    client, accounts, db, monkeypatch
-) -> None:
+    # The Users list, paged: its links and its row actions keep the filters.
     from ragledger.web.pages import users as users_page
 
     # Two accounts a page, so that three auditors take two pages.
