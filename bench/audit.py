@@ -162,14 +162,8 @@ from ragledger.projections.runner import process_batch, run_until_caught_up
 from ragledger.projections.subscriber import Subscriber
 from ragledger.services import ledger_audit, ledger_verification
 from ragledger.services import users as users_service
-from ragledger.services.audit_queries import (
-    AnswerFilters,
-    EventCursor,
-    EventFilters,
-    Order,
-    cursor_key,
-    encode_cursor,
-)
+from ragledger.services.audit.cursor import EventCursor, Order, cursor_key, encode_cursor
+from ragledger.services.audit.filters import AnswerFilters, EventFilters
 from ragledger.services.ledger_verification import (
     FAST_PAGE_QUERY,
     PAGE_QUERY,

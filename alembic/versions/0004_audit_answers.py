@@ -19,7 +19,7 @@ def upgrade() -> None:
     # Indexes on the ledger are allowed (the table refuses changes to rows, not to its
     # indexes). Each one costs every append a little, so only the audit filters that
     # would otherwise scan the whole ledger get one. The expressions and predicates are
-    # written exactly as the queries in services/audit_queries.py write them (constants,
+    # written exactly as the queries in services/audit/ write them (constants,
     # not parameters), or PostgreSQL would not match them.
     op.execute("CREATE INDEX ix_events_recorded_at ON events (recorded_at)")
     op.execute(

@@ -55,7 +55,7 @@ from ragledger.projections.registry import all_subscribers
 from ragledger.projections.runner import SubscriberRunner, runner_config
 from ragledger.projections.subscriber_alerts import watch_subscribers
 from ragledger.schemas.users import FastAPIUsersCreate, FastAPIUsersRead
-from ragledger.services.audit_queries import cursor_key
+from ragledger.services.audit.cursor import cursor_key
 from ragledger.services.embedding import close_embedders
 from ragledger.services.interrupted_answers import sweep_interrupted_answers
 from ragledger.services.ledger_audit import scheduled_digests

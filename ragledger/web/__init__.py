@@ -10,10 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ragledger.services.errors import DomainError
-from ragledger.web.errors import console_domain_error_handler
+from ragledger.web.errors import (
+    console_domain_error_handler,
+    console_http_error_handler,
+    console_validation_handler,
+)
 from ragledger.web.pages import (
     admin_documents,
     anomalies,
@@ -45,8 +51,13 @@ PAGE_MODULES = (
 
 
 def install_console(app: FastAPI) -> None:
-    """Serve the console at `/` and its assets at `/static` (kept out of the OpenAPI)."""
+    """Serve the console at `/` and its assets at `/static` (kept out of the OpenAPI).
+
+    Its error handlers replace the API's and hand API paths back to them unchanged.
+    """
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     for module in PAGE_MODULES:
         app.include_router(module.router, include_in_schema=False)
     app.add_exception_handler(DomainError, console_domain_error_handler)
+    app.add_exception_handler(StarletteHTTPException, console_http_error_handler)
+    app.add_exception_handler(RequestValidationError, console_validation_handler)

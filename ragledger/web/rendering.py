@@ -13,6 +13,7 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 
 from ragledger.api.browser_session import Viewer, csrf_token_for
+from ragledger.web.paging import query_prefix
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
@@ -96,6 +97,9 @@ def render(
         "csrf_token": csrf_token(request),
         "navigation": navigation,
         "current_path": request.url.path,
+        # What the page's paging links keep: its filters (pager.html).
+        "query_prefix": query_prefix(request.query_params),
+        "current_query": str(request.url.query),
         "title": title,
         **(context or {}),
     }

@@ -294,7 +294,7 @@ async def test_bad_cursors_and_reversed_ranges_are_400_and_record_nothing(
         if detail:
             assert detail in response.json()["detail"], (params, response.text)
     # A cursor signed with another server's key is a forgery here.
-    from ragledger.services.audit_queries import EventCursor, cursor_key, encode_cursor
+    from ragledger.services.audit.cursor import EventCursor, cursor_key, encode_cursor
 
     forged = encode_cursor(EventCursor(3, "newest", "next", "0" * 16), cursor_key("not ours"))
     response = await client.get(EVENTS, headers=auditor.headers, params={"cursor": forged})

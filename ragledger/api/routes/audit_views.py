@@ -36,16 +36,17 @@ from ragledger.schemas.audit import (
 from ragledger.schemas.ledger_audit import MAX_POSITION
 from ragledger.schemas.pagination import PageParams
 from ragledger.schemas.questions import ContextPublic, LedgerRef
-from ragledger.services import audit_queries
-from ragledger.services.audit_queries import (
-    MAX_HISTORY_ANSWERS,
+from ragledger.services.audit.answer_pages import page_answers
+from ragledger.services.audit.cursor import Order
+from ragledger.services.audit.event_pages import clamp_size, page_events
+from ragledger.services.audit.filters import (
     AnswerFilters,
     AnswerStatus,
     DocumentMatch,
     EventFilters,
-    Order,
-    clamp_size,
 )
+from ragledger.services.audit.recorded_views import record_view
+from ragledger.services.audit.stories import MAX_HISTORY_ANSWERS, document_history, question_story
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/audit", tags=["audit"], responses=error_responses(401, 403))
@@ -133,7 +134,7 @@ async def list_events(
         to_position=to_position,
     )
     size = clamp_size(params.size)
-    page = await audit_queries.page_events(
+    page = await page_events(
         session,
         filters=filters,
         order=order,
@@ -141,7 +142,7 @@ async def list_events(
         cursor=params.cursor,
         key=request.app.state.cursor_key,
     )
-    await audit_queries.record_view(
+    await record_view(
         session,
         auditor_id=auditor.id,
         view="events",
@@ -206,13 +207,11 @@ async def list_answers(
     # fastapi-pagination injects the page's params (page, size) for this route.
     params = resolve_params()
     assert isinstance(params, PageParams)
-    found = await audit_queries.page_answers(
-        session, filters=filters, page=params.page, size=params.size
-    )
+    found = await page_answers(session, filters=filters, page=params.page, size=params.size)
     page = AuditAnswerPage.create(
         [AuditAnswerPublic.model_validate(row) for row in found.items], params, total=found.total
     )
-    await audit_queries.record_view(
+    await record_view(
         session,
         auditor_id=auditor.id,
         view="answers",
@@ -231,7 +230,7 @@ async def get_answer_story(
     request: Request, question_id: uuid.UUID, session: SessionDep, auditor: AuditorUser
 ) -> AuditAnswerStory:
     """One question's whole story from the ledger, and who read it since (auditor, admin)."""
-    story = await audit_queries.question_story(session, question_id, auditor_id=auditor.id)
+    story = await question_story(session, question_id, auditor_id=auditor.id)
     p = story.provenance
     response = AuditAnswerStory(
         question_id=p.question_id,
@@ -266,7 +265,7 @@ async def get_answer_story(
             for e in story.reads
         ],
     )
-    await audit_queries.record_view(
+    await record_view(
         session,
         auditor_id=auditor.id,
         view="answer",
@@ -300,7 +299,7 @@ async def get_document_history(
 ) -> DocumentHistoryPublic:
     """Every version, access change and retraction, and the answers that used it."""
     limit = max(1, min(answers_limit, MAX_HISTORY_ANSWERS))
-    history = await audit_queries.document_history(session, document_id, answers_limit=limit)
+    history = await document_history(session, document_id, answers_limit=limit)
     response = DocumentHistoryPublic(
         document_id=history.document_id,
         versions=[DocumentVersionHistory.model_validate(v) for v in history.versions],
@@ -314,7 +313,7 @@ async def get_document_history(
         answers_truncated=history.answer_count > len(history.answers),
         answers_projected_to=history.answers_projected_to,
     )
-    await audit_queries.record_view(
+    await record_view(
         session,
         auditor_id=auditor.id,
         view="document_history",

@@ -45,7 +45,7 @@ from ragledger.services.answering import (
     retrieval_params,
     validate_question,
 )
-from ragledger.services.audit_queries import record_view
+from ragledger.services.audit.recorded_views import record_view
 from ragledger.services.embedding import get_embedder
 from ragledger.services.errors import ConflictError, PermissionDeniedError
 from ragledger.services.grounded_answers import resolve_mode

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import uuid
 from typing import Annotated
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select
 
 from ragledger.api.deps import AdminUser, SessionDep
 from ragledger.api.request_context import event_metadata
 from ragledger.api.routes.documents import reader_of
-from ragledger.models.documents import DocumentRow
+from ragledger.models.documents import DocumentAccessRow, DocumentRow
 from ragledger.services import documents as documents_service
 from ragledger.services.errors import DomainError
-from ragledger.web.paging import PAGE_SIZE, Pager, page_number
+from ragledger.web.paging import PAGE_SIZE, Pager, back_query, page_number
 from ragledger.web.rendering import render
 
 router = APIRouter()
@@ -33,15 +35,30 @@ async def _page(
     query = documents_service.readable_documents(reader_of(admin), include_retracted=True)
     query = query.order_by(DocumentRow.created_at.desc(), DocumentRow.document_id)
     rows = list(await session.scalars(query.offset((number - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)))
+    # Groups and retraction as the commands wrote them (the catalog row is a projection
+    # and may lag): the page shows what every read already honours.
+    listed = [row.document_id for row in rows[:PAGE_SIZE]]
+    access = (
+        {
+            a.document_id: a
+            for a in await session.scalars(
+                select(DocumentAccessRow).where(DocumentAccessRow.document_id.in_(listed))
+            )
+        }
+        if listed
+        else {}
+    )
     return render(
         request,
         "admin_documents.html",
         {
             "rows": rows[:PAGE_SIZE],
+            "access": access,
             "pager": Pager(number, number > 1, len(rows) > PAGE_SIZE),
             "error": error,
             "kept": kept or {},
             "max_upload_bytes": request.app.state.settings.max_upload_bytes,
+            "current_query": f"page={number}",
         },
         status_code=status_code,
         title="Manage documents",
@@ -60,6 +77,20 @@ def _groups(text: str) -> list[str]:
     return [g.strip() for g in text.replace(";", ",").split(",") if g.strip()]
 
 
+def _listed_page(back: str) -> int:
+    """The page the form was sent from (its `back` query string), 1 if none."""
+    kept = dict(parse_qsl(back_query(back, ("page",))))
+    return page_number(int(kept["page"])) if kept.get("page", "").isdigit() else 1
+
+
+def _back_to_list(back: str) -> RedirectResponse:
+    """See the list again, at the page the form was sent from."""
+    number = _listed_page(back)
+    return RedirectResponse(
+        "/admin/documents" if number == 1 else f"/admin/documents?page={number}", status_code=303
+    )
+
+
 @router.post("/admin/documents/{document_id}/groups", response_model=None)
 async def change_groups(
     request: Request,
@@ -67,6 +98,7 @@ async def change_groups(
     session: SessionDep,
     admin: AdminUser,
     groups: Annotated[str, Form(max_length=2000)] = "",
+    back: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
     """Change who may read a document, as PATCH /api/v1/documents/{id} (admin)."""
     try:
@@ -83,17 +115,21 @@ async def change_groups(
             request,
             session,
             admin,
-            1,
+            _listed_page(back),
             error=exc.detail,
             status_code=exc.status_code,
             kept={str(document_id): groups},
         )
-    return RedirectResponse("/admin/documents", status_code=303)
+    return _back_to_list(back)
 
 
 @router.post("/admin/documents/{document_id}/retract", response_model=None)
 async def retract(
-    request: Request, document_id: uuid.UUID, session: SessionDep, admin: AdminUser
+    request: Request,
+    document_id: uuid.UUID,
+    session: SessionDep,
+    admin: AdminUser,
+    back: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
     """Retract a document, as DELETE /api/v1/documents/{id} (admin)."""
     try:
@@ -106,6 +142,11 @@ async def retract(
     except DomainError as exc:
         await session.rollback()
         return await _page(
-            request, session, admin, 1, error=exc.detail, status_code=exc.status_code
+            request,
+            session,
+            admin,
+            _listed_page(back),
+            error=exc.detail,
+            status_code=exc.status_code,
         )
-    return RedirectResponse("/admin/documents", status_code=303)
+    return _back_to_list(back)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from typing import Annotated
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -12,7 +13,7 @@ from ragledger.api.deps import AdminUser, SessionDep
 from ragledger.api.request_context import event_metadata
 from ragledger.services import anomalies as anomalies_service
 from ragledger.services.errors import DomainError
-from ragledger.web.paging import PAGE_SIZE, Pager, page_number
+from ragledger.web.paging import PAGE_SIZE, Pager, back_query, page_number
 from ragledger.web.rendering import render
 
 router = APIRouter()
@@ -36,6 +37,7 @@ async def _page(
             "rows": rows[:PAGE_SIZE],
             "pager": Pager(number, number > 1, len(rows) > PAGE_SIZE),
             "error": error,
+            "current_query": f"page={number}",
         },
         status_code=status_code,
         title="Anomalies",
@@ -57,8 +59,11 @@ async def acknowledge(
     session: SessionDep,
     admin: AdminUser,
     note: Annotated[str, Form(max_length=2000)] = "",
+    back: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
     """Acknowledge an anomaly, as POST /api/v1/admin/anomalies/{id}/acknowledge (admin)."""
+    kept = dict(parse_qsl(back_query(back, ("page",))))
+    number = page_number(int(kept["page"])) if kept.get("page", "").isdigit() else 1
     try:
         await anomalies_service.acknowledge_anomaly(
             session,
@@ -69,5 +74,9 @@ async def acknowledge(
         )
     except DomainError as exc:
         await session.rollback()
-        return await _page(request, session, error=exc.detail, status_code=exc.status_code)
-    return RedirectResponse("/admin/anomalies", status_code=303)
+        return await _page(
+            request, session, page=number, error=exc.detail, status_code=exc.status_code
+        )
+    return RedirectResponse(
+        "/admin/anomalies" if number == 1 else f"/admin/anomalies?page={number}", status_code=303
+    )

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse
 from ragledger.api.deps import EmployeeUser, SessionDep
 from ragledger.api.request_context import event_metadata
 from ragledger.api.routes.documents import reader_of
-from ragledger.services.audit_queries import record_view
+from ragledger.services.audit.recorded_views import record_view
 from ragledger.services.provenance import load_provenance
 from ragledger.web.rendering import render
 

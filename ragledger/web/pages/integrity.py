@@ -12,7 +12,8 @@ from ragledger.api.deps import AuditorUser, SessionDep
 from ragledger.api.request_context import event_metadata
 from ragledger.events import store
 from ragledger.models.ledger import EventRow
-from ragledger.services import audit_queries, ledger_audit
+from ragledger.services import ledger_audit
+from ragledger.services.audit.recorded_views import record_view
 from ragledger.services.signing import DigestSigner, SignedDigest
 from ragledger.web.rendering import render
 
@@ -72,7 +73,7 @@ async def integrity_page(
 ) -> HTMLResponse:
     """The head, the recent signed digests checked, and the export's instructions."""
     response = await _integrity(request, session)
-    await audit_queries.record_view(
+    await record_view(
         session,
         auditor_id=auditor.id,
         view="integrity",

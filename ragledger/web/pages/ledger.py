@@ -11,8 +11,9 @@ from fastapi.responses import HTMLResponse
 
 from ragledger.api.deps import AuditorUser, SessionDep
 from ragledger.api.request_context import event_metadata
-from ragledger.services import audit_queries
-from ragledger.services.audit_queries import EventFilters, clamp_size
+from ragledger.services.audit.event_pages import clamp_size, page_events
+from ragledger.services.audit.filters import EventFilters
+from ragledger.services.audit.recorded_views import record_view
 from ragledger.services.errors import DomainError, NotFoundError
 from ragledger.services.ledger_audit import export_line
 from ragledger.web.forms import optional_int, optional_time, optional_uuid
@@ -63,7 +64,7 @@ async def ledger_page(
             from_position=optional_int(from_position, "From position"),
             to_position=optional_int(to_position, "To position"),
         )
-        page = await audit_queries.page_events(
+        page = await page_events(
             session,
             filters=filters,
             order=order,
@@ -79,7 +80,7 @@ async def ledger_page(
             status_code=exc.status_code,
             title="Ledger",
         )
-    await audit_queries.record_view(
+    await record_view(
         session,
         auditor_id=auditor.id,
         view="events",
@@ -110,7 +111,7 @@ async def event_page(
 ) -> HTMLResponse:
     """One event: its canonical JSON, hash and previous hash (auditor, admin)."""
     filters = EventFilters.build(from_position=position, to_position=position)
-    page = await audit_queries.page_events(
+    page = await page_events(
         session,
         filters=filters,
         order="oldest",
@@ -120,7 +121,7 @@ async def event_page(
     )
     if not page.items:
         raise NotFoundError(f"no event at position {position}")
-    await audit_queries.record_view(
+    await record_view(
         session,
         auditor_id=auditor.id,
         view="events",

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from ragledger.api.deps import EmployeeUser, SessionDep
-from ragledger.services import audit_queries
-from ragledger.services.audit_queries import AnswerFilters
+from ragledger.services.audit.answer_pages import page_answers
+from ragledger.services.audit.filters import AnswerFilters
 from ragledger.web.paging import PAGE_SIZE, Pager, page_number
 from ragledger.web.rendering import render
 
@@ -20,7 +20,7 @@ async def my_questions(
 ) -> HTMLResponse:
     """The signed-in user's questions with their outcome (never anyone else's)."""
     number = page_number(page)
-    found = await audit_queries.page_answers(
+    found = await page_answers(
         session, filters=AnswerFilters.build(asked_by=user.id), page=number, size=PAGE_SIZE
     )
     pager = Pager(number, number > 1, number * PAGE_SIZE < found.total)

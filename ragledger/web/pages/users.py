@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import uuid
 from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.datastructures import QueryParams
 
 from ragledger.api.deps import AdminUser, SessionDep, SettingsDep
 from ragledger.api.request_context import event_metadata
 from ragledger.models.users import Role
 from ragledger.services import users as users_service
 from ragledger.services.errors import DomainError
-from ragledger.web.paging import PAGE_SIZE, Pager, page_number
+from ragledger.web.paging import PAGE_SIZE, Pager, back_query, page_number, query_prefix
 from ragledger.web.rendering import render
 
 router = APIRouter()
 ROLES = tuple(r.value for r in Role)
+# The list's own query parameters: what a form's `back` may carry to the redirect.
+LIST_PARAMETERS = ("email", "role", "page")
 
 
 def _groups(text: str) -> list[str]:
@@ -37,6 +41,7 @@ async def _page(
     notice: str | None = None,
 ) -> HTMLResponse:
     number = page_number(page)
+    listed = QueryParams({k: v for k, v in (("email", email), ("role", role)) if v})
     query = users_service.accounts_query(
         role=role if role in ROLES else None, email=email.strip() or None
     )
@@ -49,6 +54,9 @@ async def _page(
             "pager": Pager(number, number > 1, len(rows) > PAGE_SIZE),
             "roles": ROLES,
             "filter": {"email": email, "role": role},
+            # From the filters, not the request: a refused POST shows the same list.
+            "query_prefix": query_prefix(listed),
+            "current_query": urlencode([*listed.multi_items(), ("page", str(number))]),
             "error": error,
             "notice": notice,
             "created": created or {"email": "", "role": "employee", "groups": ""},
@@ -116,8 +124,13 @@ async def update_user(
     role: Annotated[str | None, Form(max_length=20)] = None,
     groups: Annotated[str | None, Form(max_length=2000)] = None,
     active: Annotated[str | None, Form(max_length=5)] = None,
+    back: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
-    """Change role, groups or active state, as PATCH /api/v1/admin/users/{id} (admin)."""
+    """Change role, groups or active state, as PATCH /api/v1/admin/users/{id} (admin).
+
+    Back to the list as it was filtered and paged (`back`, the list's query string).
+    """
+    kept = back_query(back, LIST_PARAMETERS)
     try:
         await users_service.update_user(
             session,
@@ -130,5 +143,14 @@ async def update_user(
         )
     except DomainError as exc:
         await session.rollback()
-        return await _page(request, session, error=exc.detail, status_code=exc.status_code)
-    return RedirectResponse("/admin/users", status_code=303)
+        listed = dict(parse_qsl(kept))
+        return await _page(
+            request,
+            session,
+            email=listed.get("email", ""),
+            role=listed.get("role", ""),
+            page=int(listed["page"]) if listed.get("page", "").isdigit() else 1,
+            error=exc.detail,
+            status_code=exc.status_code,
+        )
+    return RedirectResponse(f"/admin/users?{kept}" if kept else "/admin/users", status_code=303)

@@ -1,9 +1,12 @@
-"""A real `ragledger serve` on loopback and a real headless Chromium, one of each per module.
+"""One real `ragledger serve` on loopback and one headless Chromium for all browser modules.
 
 The server runs on its own copy of the migrated template database, with the in-process
 subscriber runner, the bundled embedding model and the OpenAI-compatible fake as its
-LLM (so answers stream over a socket). The browser is Debian's chromium, driven by
-Playwright; nothing is downloaded.
+LLM (so answers stream over a socket). Starting it costs about 35 s of a loaded CI box
+(mostly importing the app), so the browser modules share one (`console_server`, for the
+session); each module gets its own accounts, groups and documents (`console`), so that
+what one module asks, uploads or lists is invisible to the others' assertions. The
+browser is Debian's chromium, driven by Playwright; nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -48,14 +51,26 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "console"
 
 
 @dataclass
-class ConsoleServer:
-    """The running server, its database, its fake LLM and its accounts."""
+class ServedConsole:
+    """The running server, its database and its fake LLM (one per test session)."""
 
     base: str
     db: Database
     fake: FakeOpenAI
     log_path: Path
+
+
+@dataclass
+class ConsoleServer:
+    """One module's view of the shared server: its own accounts, groups and documents."""
+
+    base: str
+    db: Database
+    fake: FakeOpenAI
+    log_path: Path
+    tag: str
     accounts: dict[str, Account] = field(default_factory=dict)
+    groups: dict[str, str] = field(default_factory=dict)
     documents: dict[str, str] = field(default_factory=dict)
 
     def api(self) -> httpx.AsyncClient:
@@ -137,17 +152,24 @@ in the spring. Confidential to the finance group.
 """
 
 
-@pytest.fixture(scope="module")
-async def console(
-    pg_admin_url: str, template_database: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[ConsoleServer]:
-    """A served console with employee (hr), auditor and admin accounts and two documents."""
+@pytest.fixture(scope="session")
+async def console_server(
+    pg_admin_url: str,
+    template_database: str,
+    onnx_cache_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[ServedConsole]:
+    """A served console, shared by the browser modules of the session."""
     tmp = tmp_path_factory.mktemp("console")
+    data_dir = tmp / "data"
+    data_dir.mkdir()
+    # The session's one ONNX export of the embedding model (written whole by rename).
+    (data_dir / "onnx").symlink_to(onnx_cache_dir, target_is_directory=True)
     name = f"ragledger_console_{uuid.uuid4().hex[:10]}"
     admin_conn = await asyncpg.connect(_plain(pg_admin_url))
     await admin_conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
     database_url = _with_database(pg_admin_url, name)
-    settings = Settings(database_url=database_url, data_dir=tmp / "data")
+    settings = Settings(database_url=database_url, data_dir=data_dir)
     engine = create_app_engine(database_url, settings)
     database = Database(
         url=database_url,
@@ -161,7 +183,7 @@ async def console(
         DATABASE_URL=database_url,
         REDIS_URL=os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"),
         REDIS_KEY_PREFIX=f"ragledger-console:{uuid.uuid4().hex[:8]}:",
-        RAGLEDGER_DATA_DIR=str(tmp / "data"),
+        RAGLEDGER_DATA_DIR=str(data_dir),
         SECRET_KEY="console-browser-test-secret-key-0123456789",
         PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
         LLM_MODEL="openai/fake-chat",
@@ -183,29 +205,18 @@ async def console(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    server = ConsoleServer(f"http://127.0.0.1:{port}", database, fake, log_path)
+    server = ServedConsole(f"http://127.0.0.1:{port}", database, fake, log_path)
     try:
-        server.accounts = {
-            "employee": await make_account(database, "emma@example.com", "employee", ("hr",)),
-            "auditor": await make_account(database, "aude@example.com", "auditor"),
-            "admin": await make_account(database, "adam@example.com", "admin"),
-        }
-        async with server.api() as client:
+        async with httpx.AsyncClient(base_url=server.base, timeout=60) as client:
 
             async def healthy() -> bool:
-                assert proc.poll() is None, server.output()
+                assert proc.poll() is None, log_path.read_text(errors="replace")[-4000:]
                 try:
                     return (await client.get("/api/v1/health")).status_code == 200
                 except httpx.TransportError:
                     return False
 
             await wait_for(healthy, 240, "the server to answer health")
-            token = await api_token(client, server.accounts["admin"])
-            server.documents = {
-                "leave": await upload(client, token, "leave.md", LEAVE_POLICY, ["hr"]),
-                "merger": await upload(client, token, "falcon.md", MERGER_PLAN, ["finance"]),
-            }
-            await wait_indexed(client, token, list(server.documents.values()))
         yield server
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -223,6 +234,37 @@ async def console(
 
 
 @pytest.fixture(scope="module")
+async def console(console_server: ServedConsole, request: pytest.FixtureRequest) -> ConsoleServer:
+    """This module's employee (hr), auditor and admin, and its two documents (hr, finance).
+
+    Names carry the module's tag: the modules share the server, never their data.
+    """
+    tag = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_console_")
+    tag = re.sub(r"[^a-z0-9]+", "-", tag.lower()).strip("-")
+    shared = console_server
+    server = ConsoleServer(shared.base, shared.db, shared.fake, shared.log_path, tag)
+    server.groups = {"hr": f"hr-{tag}", "finance": f"finance-{tag}"}
+    database = shared.db
+    server.accounts = {
+        "employee": await make_account(
+            database, f"emma.{tag}@example.com", "employee", (server.groups["hr"],)
+        ),
+        "auditor": await make_account(database, f"aude.{tag}@example.com", "auditor"),
+        "admin": await make_account(database, f"adam.{tag}@example.com", "admin"),
+    }
+    async with server.api() as client:
+        token = await api_token(client, server.accounts["admin"])
+        server.documents = {
+            "leave": await upload(client, token, "leave.md", LEAVE_POLICY, [server.groups["hr"]]),
+            "merger": await upload(
+                client, token, "falcon.md", MERGER_PLAN, [server.groups["finance"]]
+            ),
+        }
+        await wait_indexed(client, token, list(server.documents.values()))
+    return server
+
+
+@pytest.fixture(scope="session")
 async def browser() -> AsyncIterator[Browser]:
     """Debian's headless chromium."""
     if not Path(CHROMIUM).exists():  # noqa: ASYNC240  (one stat, before any I/O)

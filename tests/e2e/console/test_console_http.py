@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from ragledger.models.ledger import EventRow
-from tests.e2e.conftest import PASSWORD, Account
+from tests.e2e.conftest import PASSWORD, Account, make_account
 
 ORIGIN = {"Origin": "http://testserver"}
 
@@ -300,3 +300,97 @@ async def test_pages_carry_no_inline_script_or_style(client, accounts) -> None:
         assert "<style" not in text, path
         assert " style=" not in text, path
         assert not re.search(r"<[^>]+\son[a-z]+=", text), path
+
+
+async def test_console_errors_are_pages_and_lists_keep_their_filters(
+    client, accounts, db, monkeypatch
+) -> None:
+    """One app for both (each app and its accounts cost seconds of CI)."""
+    # Anonymous: sign in first, whatever the address holds.
+    anonymous = await client.get("/documents/not-an-id")
+    assert anonymous.status_code == 303
+    assert anonymous.headers["location"] == "/sign-in?next=%2Fdocuments%2Fnot-an-id"
+    # An employee on an auditor's page with a malformed id: the role decides first.
+    client.cookies.set("ragledger_session", accounts["employee"].token)
+    denied = await client.get("/audit/answers/not-an-id")
+    assert denied.status_code == 403
+    assert "text/html" in denied.headers["content-type"]
+
+    client.cookies.set("ragledger_session", accounts["admin"].token)
+    for path in ("/documents/not-an-id", "/audit/answers/123", "/audit/documents/x-y-z"):
+        page = await client.get(path)
+        assert page.status_code == 404, path
+        assert "text/html" in page.headers["content-type"], path
+        assert "<h1>Page not found</h1>" in page.text
+        assert "There is no page at this address." in page.text
+        assert 'href="/admin/users"' in page.text  # the signed-in layout, with navigation
+    unknown = await client.get("/no/such/page")
+    assert unknown.status_code == 404
+    assert "There is no page at this address." in unknown.text
+    bad_query = await client.get("/admin/users", params={"page": "two"})
+    assert bad_query.status_code == 422
+    assert "<h1>Invalid input</h1>" in bad_query.text
+    assert "page: input should be a valid integer" in bad_query.text
+    wrong_method = await client.get(f"/admin/users/{accounts['employee'].id}")
+    assert wrong_method.status_code == 405
+    assert wrong_method.headers["allow"] == "POST"
+    assert "This page cannot be used that way." in wrong_method.text
+
+    # The API keeps its JSON answers.
+    headers = {"Authorization": f"Bearer {accounts['admin'].token}"}
+    api_unknown = await client.get("/api/v1/no/such/route", headers=headers)
+    assert api_unknown.status_code == 404
+    assert api_unknown.json() == {"detail": "Not Found"}
+    api_malformed = await client.get("/api/v1/documents/not-an-id", headers=headers)
+    assert api_malformed.status_code == 422
+    assert api_malformed.json()["detail"][0]["loc"] == ["path", "document_id"]
+    missing_asset = await client.get("/static/no-such-file.css")
+    assert missing_asset.status_code == 404
+    assert "text/html" not in missing_asset.headers.get("content-type", "")
+
+    # The Users list, paged: its links and its row actions keep the filters.
+    from ragledger.web.pages import users as users_page
+
+    # Two accounts a page, so that three auditors take two pages.
+    monkeypatch.setattr(users_page, "PAGE_SIZE", 2)
+    await make_account(db, "audrey@example.com", "auditor")
+    await make_account(db, "audun@example.com", "auditor")
+    _cookie, csrf = await sign_in(client, accounts["admin"])
+    first = await client.get("/admin/users", params={"role": "auditor", "email": "aud"})
+    assert first.status_code == 200
+    assert 'href="?email=aud&amp;role=auditor&amp;page=2" rel="next"' in first.text
+    second = await client.get("/admin/users?email=aud&role=auditor&page=2")
+    assert 'href="?email=aud&amp;role=auditor&amp;page=1" rel="prev"' in second.text
+    listed = re.findall(r'<tr data-email="([^"]+)"', second.text)
+    assert listed == ["audun@example.com"]
+    # A change made on page 2 comes back to page 2 of the same filtered list; the form's
+    # `back` keeps the list's own parameters and nothing else.
+    assert 'name="back" value="email=aud&amp;role=auditor&amp;page=2"' in second.text
+    target = re.search(r'action="/admin/users/([0-9a-f-]+)"', second.text)
+    assert target is not None
+    changed = await client.post(
+        f"/admin/users/{target.group(1)}",
+        data={
+            "csrf_token": csrf,
+            "groups": "legal",
+            "back": "email=aud&role=auditor&page=2&next=https://evil.example",
+        },
+        headers=ORIGIN,
+    )
+    assert changed.status_code == 303, changed.text
+    assert changed.headers["location"] == "/admin/users?email=aud&role=auditor&page=2"
+
+
+def test_page_links_keep_filters_and_back_keeps_only_known_names() -> None:
+    from starlette.datastructures import QueryParams
+
+    from ragledger.web.paging import back_query, query_prefix
+
+    assert query_prefix(QueryParams("status=failed&status=answered&page=3&asker=")) == (
+        "status=failed&status=answered&"
+    )
+    assert query_prefix(QueryParams("page=2")) == ""
+    assert back_query("role=admin&page=2&url=//evil.example", ("role", "page")) == (
+        "role=admin&page=2"
+    )
+    assert back_query("%zz&&=", ("page",)) == ""

@@ -59,6 +59,8 @@ async def test_auditor_filters_answers_reads_a_story_pages_the_ledger_and_verifi
     page = await context.new_page()
     await sign_in(page, console, "auditor")
     await page.get_by_role("link", name="Answers").click()
+    # The asker filter keeps to this module's employee (the server is shared).
+    await page.get_by_label("Asker (email or id)").fill(console.accounts["employee"].email)
     await page.get_by_label("no context").check()
     await page.get_by_role("button", name="Filter").click()
     rows = page.locator("table tbody tr")
@@ -84,6 +86,13 @@ async def test_auditor_filters_answers_reads_a_story_pages_the_ledger_and_verifi
     await expect(page.locator("main")).to_contain_text("rebuilt and matches")
     await expect(page.locator("main")).to_contain_text("AnswerGenerated")
     await shots.take(page, "story")
+
+    # The cited document's history lists the answer that used it.
+    await page.goto(f"{console.base}/audit/documents/{console.documents['leave']}")
+    await expect(page.locator("main")).to_contain_text("Answers that used it (1)")
+    await expect(page.locator(f'main a[href="/audit/answers/{answered}"]')).to_have_count(1)
+    await expect(page.locator("#all-answers")).to_have_count(0)  # all are listed
+    await shots.take(page, "document_history")
 
     # The ledger, five events a page: the next page continues below the first.
     await page.goto(f"{console.base}/audit/ledger?size=5")
@@ -116,7 +125,7 @@ async def test_auditor_filters_answers_reads_a_story_pages_the_ledger_and_verifi
         verified = await session.scalar(
             select(EventRow).where(EventRow.event_type == "LedgerVerified")
         )
-    assert {"answers", "answer", "events", "integrity"} <= set(views)
+    assert {"answers", "answer", "document_history", "events", "integrity"} <= set(views)
     assert verified is not None
 
 
@@ -138,7 +147,7 @@ async def test_admin_uploads_creates_a_user_and_acknowledges_an_anomaly(
     await sign_in(page, console, "admin")
     await page.get_by_role("link", name="Manage documents").click()
     await page.get_by_label("Files (PDF").set_input_files(files)
-    await page.get_by_label("Groups that may read them").fill("hr")
+    await page.get_by_label("Groups that may read them").fill(console.groups["hr"])
     await page.get_by_role("button", name="Upload").click()
     uploads = page.locator("#uploads li")
     await expect(uploads).to_have_count(3)
@@ -155,16 +164,17 @@ async def test_admin_uploads_creates_a_user_and_acknowledges_an_anomaly(
     # A new account; a bad one first: the error says why and the input stays.
     await page.get_by_role("link", name="Users").click()
     await page.get_by_text("Create an account").click()
-    await page.get_by_label("Email", exact=True).fill("nora@example.com")
+    nora = f"nora.{console.tag}@example.com"
+    await page.get_by_label("Email", exact=True).fill(nora)
     await page.get_by_label("Initial password").fill("short")
     await page.get_by_label("Role", exact=True).select_option("auditor")
     await page.get_by_role("button", name="Create account").click()
     await expect(page.locator(".error")).to_contain_text("password")
-    await expect(page.get_by_label("Email", exact=True)).to_have_value("nora@example.com")
+    await expect(page.get_by_label("Email", exact=True)).to_have_value(nora)
     await page.get_by_label("Initial password").fill("a much longer passphrase 42")
     await page.get_by_role("button", name="Create account").click()
-    await expect(page.locator(".ok")).to_contain_text("Created nora@example.com (auditor)")
-    await expect(page.locator('#users tr[data-email="nora@example.com"]')).to_be_visible()
+    await expect(page.locator(".ok")).to_contain_text(f"Created {nora} (auditor)")
+    await expect(page.locator(f'#users tr[data-email="{nora}"]')).to_be_visible()
     await shots.take(page, "users")
 
     # Repeated failed logins raise an anomaly; acknowledge it.
@@ -172,7 +182,10 @@ async def test_admin_uploads_creates_a_user_and_acknowledges_an_anomaly(
         for _ in range(6):
             await client.post(
                 "/api/v1/auth/jwt/login",
-                data={"username": "ghost@example.com", "password": "not the password"},
+                data={
+                    "username": f"ghost.{console.tag}@example.com",
+                    "password": "not the password",
+                },
             )
 
     async def anomaly_listed() -> bool:
@@ -202,3 +215,59 @@ async def test_admin_uploads_creates_a_user_and_acknowledges_an_anomaly(
     await expect(page.locator("#subscribers tbody tr").first).to_be_visible()
     await shots.take(page, "status")
     await context.close()
+
+
+async def test_admin_uploads_a_new_version_and_retracts_a_document(
+    console: ConsoleServer, browser: Browser, tmp_path: Path
+) -> None:
+    shots = Shots("admin_versions")
+    leave, merger = console.documents["leave"], console.documents["merger"]
+    revised = tmp_path / "leave-2027.md"
+    revised.write_text(
+        "# Annual leave policy\n\nFrom 2027 employees get 27 days of paid annual leave.\n"
+    )
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    await sign_in(page, console, "admin")
+    await page.get_by_role("link", name="Manage documents").click()
+    row = page.locator(f'#documents tr[data-document-id="{leave}"]')
+    await expect(row.locator('td[data-label="Version"]')).to_have_text("1")
+    # The row's file picker posts the file as the document's next version.
+    await row.get_by_label("New version").set_input_files(str(revised))
+    upload = page.locator("#uploads li").filter(has_text="leave-2027.md")
+    await expect(upload).to_have_attribute("data-state", "ok", timeout=180_000)
+    await page.reload()
+    await expect(row.locator('td[data-label="Version"]')).to_have_text("2")
+    # Kept its groups (a new version sent without groups keeps them).
+    await expect(row.locator('input[name="groups"]')).to_have_value(console.groups["hr"])
+    await shots.take(page, "new_version")
+
+    # Retract asks first: dismissed, nothing happens; accepted, the document is retracted.
+    target = page.locator(f'#documents tr[data-document-id="{merger}"]')
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    await target.get_by_role("button", name="Retract").click()
+    await expect(target.locator('td[data-label="Status"]')).to_have_text("indexed")
+    page.once("dialog", lambda dialog: dialog.accept())
+    async with page.expect_navigation():
+        await target.get_by_role("button", name="Retract").click()
+    await expect(target.locator('td[data-label="Status"]')).to_have_text("retracted")
+    await expect(target.get_by_role("button", name="Retract")).to_have_count(0)
+    await shots.take(page, "retracted")
+    await context.close()
+
+    async with console.api() as client:
+        token = await api_token(client, console.accounts["admin"])
+        response = await client.get(
+            f"/api/v1/documents/{merger}", headers={"Authorization": f"Bearer {token}"}
+        )
+    assert response.status_code == 404, response.text
+    async with console.db.sessionmaker() as session:
+        kinds = list(
+            await session.scalars(
+                select(EventRow.event_type).where(
+                    EventRow.stream_id.in_([f"document-{leave}", f"document-{merger}"])
+                )
+            )
+        )
+    assert kinds.count("DocumentUploaded") == 3
+    assert kinds.count("DocumentRetracted") == 1

@@ -13,18 +13,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ragledger.services.audit_queries import (
-    MAX_PAGE_SIZE,
-    AnswerFilters,
+from ragledger.core.paging import MAX_PAGE_SIZE
+from ragledger.services.audit.cursor import (
     EventCursor,
-    EventFilters,
     InvalidCursorError,
-    InvalidFilterError,
-    clamp_size,
     cursor_key,
     decode_cursor,
     encode_cursor,
 )
+from ragledger.services.audit.event_pages import clamp_size
+from ragledger.services.audit.filters import AnswerFilters, EventFilters, InvalidFilterError
 
 KEY = cursor_key("a server secret that is long enough")
 OTHER_KEY = cursor_key("another server's secret")
