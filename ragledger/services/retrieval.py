@@ -26,6 +26,7 @@ from ragledger.services.document_access import GROUP_READABLE_SQL, LIVE_SQL
 from ragledger.services.documents import Reader
 from ragledger.services.embedding import Embedder
 from ragledger.services.rank_fusion import reciprocal_rank_fusion, score_fusion
+from ragledger.services.sentences import content_words, overlap
 from ragledger.services.window_rerank import best_window_similarities, rescore
 
 log = structlog.get_logger(__name__)
@@ -49,6 +50,10 @@ class RetrievalParams:
     # evaluation set (bench/quality.py): recall@5 0.86 vs 0.77 without.
     rerank_depth: int = 15
     window_weight: float = 0.5
+    # In the re-ranking, the word bonus is this times the share of the question's
+    # content words the chunk holds (services/sentences.py), not the full-text rank:
+    # MRR@5 0.677 vs 0.655 on the evaluation set, recall@5 the same (0.15 to 0.3 alike).
+    overlap_weight: float = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,13 +424,12 @@ async def retrieve(
         best = await best_window_similarities(
             embedder, query_vector, [details[f.key].text for f in head]
         )
-        # The word bonus is what fusion added to the cosine (0 for RRF, whose score is
-        # not on the cosine's scale: there the window score replaces it).
+        question_words = content_words(query)
         candidates = [
             (
                 f.key,
                 similarity.get(f.key, 0.0),
-                f.score - similarity.get(f.key, 0.0) if params.fusion != "rrf" else 0.0,
+                params.overlap_weight * overlap(question_words, content_words(details[f.key].text)),
             )
             for f in head
         ]
