@@ -588,8 +588,10 @@ async def run_pipeline(
     batch_size: int,
     documents_count: int,
     trace_memory: bool = False,
+    docs: Sequence[tuple[str, bytes]] | None = None,
 ) -> dict[str, Any]:
-    """Upload `documents_count` documents with the runner live; time upload to indexed.
+    """Upload `documents_count` documents (`docs` when given) with the runner live; time
+    upload to indexed.
 
     A fresh runner with fresh subscribers (the reactor given `embedder`) takes over from
     the checkpoints. Two warm-up documents go through first, not counted, so that the
@@ -618,7 +620,8 @@ async def run_pipeline(
             )
             await wait_indexed(bench, tracker, warm_ids, f"{label}:warmup")
 
-        docs = [policy_document(i, label) for i in range(documents_count)]
+        if docs is None:
+            docs = [policy_document(i, label) for i in range(documents_count)]
         tracker.reset()
         if trace_memory:
             tracemalloc.start()
@@ -653,7 +656,7 @@ async def run_pipeline(
     return {
         "label": label,
         "batch_size": batch_size,
-        "documents": documents_count,
+        "documents": len(docs),
         "document_bytes_total": sum(len(c) for _, c in docs),
         "chunks": chunks_searchable,
         "chunks_in_document_indexed_events": chunks_indexed,
@@ -1342,15 +1345,150 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# --- The embedding backends on the evaluation corpus (issue 16, section 5) ------------------
+
+EVAL_DATASET = Path(__file__).resolve().parent.parent / "eval" / "python-docs.jsonl"
+BACKENDS_OUTPUT = RESULTS_DIR / "ingest-backends.json"
+# torch at batch size 8 in the reactor is "today's" ingestion, the baseline of the ratios.
+BACKENDS = ("torch", "onnx", "onnx-int8")
+
+
+def eval_corpus_documents(files: int | None, tag: str) -> list[tuple[str, bytes]]:
+    """The evaluation corpus's files (the first `files` of them), as uploads.
+
+    A comment naming `tag` after the HTML keeps each run's blobs distinct; the extracted
+    text, and so every chunk, is the same for every backend.
+    """
+    from ragledger.services.evaluation.dataset import corpus_paths, load_dataset
+
+    paths = corpus_paths(load_dataset(EVAL_DATASET).corpus)[:files]
+    return [(p.name, p.read_bytes() + f"\n<!-- bench {tag} -->\n".encode()) for p in paths]
+
+
+def backend_embedder(backend: str, settings: Settings) -> Embedder:
+    """A fresh embedder of `backend` at the settings' batch size and threads."""
+    if backend == "torch":
+        return LocalEmbedder(
+            local_model_dir(),
+            batch_size=settings.embedding_batch_size,
+            torch_threads=settings.torch_threads,
+        )
+    from ragledger.services.onnx_embedding import OnnxEmbedder
+
+    return OnnxEmbedder(
+        local_model_dir(),
+        cache_dir=settings.data_dir / "onnx",
+        batch_size=settings.embedding_batch_size,
+        threads=settings.torch_threads,
+        quantized=backend == "onnx-int8",
+    )
+
+
+async def run_backends(
+    admin_url: str, pgdata: Path, *, files: int | None, rounds: int, capture: LogCapture
+) -> dict[str, Any]:
+    """Ingest the evaluation corpus through the real pipeline with each backend, in turns.
+
+    Each backend's model is loaded (and for ONNX exported) before its rounds, outside the
+    timing; rounds alternate between backends so that a shared machine's drift spreads
+    over all of them. The figure: each backend's best chunks/s over torch's.
+    """
+    url = await create_database(admin_url, DATABASE + "_backends")
+    settings = Settings(database_url=url, embedding_batch_size=8)
+    owner = create_engine(url, pool_size=2, max_overflow=2)
+    app = create_app_engine(url, settings)
+    runs: dict[str, list[dict[str, Any]]] = {b: [] for b in BACKENDS}
+    prepare_s: dict[str, float] = {}
+    embedders: dict[str, Embedder] = {}
+    try:
+        await upgrade_to_head(owner)
+        bench = Bench(settings, app, owner, create_sessionmaker(app), capture, CpuMeter(pgdata))
+        for backend in BACKENDS:
+            began = time.perf_counter()
+            embedders[backend] = backend_embedder(backend, settings)
+            await embedders[backend].warm_up()
+            await embedders[backend].embed(WARM_TEXTS)
+            prepare_s[backend] = round(time.perf_counter() - began, 1)
+        for number in range(1, rounds + 1):
+            for backend in BACKENDS:
+                label = f"{backend}-{number}"
+                print(f"eval corpus with {backend}, round {number} ...", flush=True)
+                run = await run_pipeline(
+                    bench,
+                    embedders[backend],
+                    label=label,
+                    batch_size=settings.embedding_batch_size,
+                    documents_count=0,
+                    docs=eval_corpus_documents(files, label),
+                )
+                runs[backend].append(_strip(run))
+    finally:
+        for embedder in embedders.values():
+            await embedder.aclose()
+        await app.dispose()
+        await owner.dispose()
+    best = {b: max(r["chunks_per_s"] for r in runs[b]) for b in BACKENDS}
+    return {
+        "benchmark": "ingest-backends",
+        "machine": machine_info(),
+        "shared_machine_note": "compare the ratios: every backend ran in the same rounds",
+        "corpus": str(EVAL_DATASET.relative_to(EVAL_DATASET.parent.parent)),
+        "files": len(eval_corpus_documents(files, "count")),
+        "rounds": rounds,
+        "batch_size": settings.embedding_batch_size,
+        "prepare_s": prepare_s,
+        "chunks": runs["torch"][0]["chunks"],
+        "best_chunks_per_s": best,
+        "ratio_to_torch": {b: _ratio(best[b], best["torch"]) for b in BACKENDS},
+        "runs": runs,
+    }
+
+
+def render_backends(results: dict[str, Any]) -> str:
+    """The backends table: seconds per round, best chunks/s and the ratio to torch."""
+    lines = [
+        f"eval corpus: {results['files']} files, {results['chunks']} chunks, "
+        f"batch size {results['batch_size']}, {results['rounds']} round(s) per backend",
+        f"{'backend':<10} {'prepare s':>9} {'seconds':>16} {'chunks/s':>9} {'vs torch':>9}",
+    ]
+    for backend in BACKENDS:
+        seconds = ", ".join(f"{r['seconds']:.1f}" for r in results["runs"][backend])
+        lines.append(
+            f"{backend:<10} {results['prepare_s'][backend]:>9.1f} {seconds:>16} "
+            f"{results['best_chunks_per_s'][backend]:>9.2f} "
+            f"{results['ratio_to_torch'][backend]:>8.2f}x"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and write bench/results/ingest.json."""
     parser = argument_parser(
         __doc__, quick_help="a short run (about a minute)", output=DEFAULT_OUTPUT
     )
+    parser.add_argument(
+        "--backends",
+        action="store_true",
+        help="ingest the evaluation corpus with torch, onnx and onnx-int8 and report the "
+        "ratios to torch (writes bench/results/ingest-backends.json unless --output)",
+    )
+    parser.add_argument(
+        "--files", type=int, default=None, help="with --backends: the first N corpus files"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="with --backends: rounds each")
     args = parser.parse_args(argv)
     params = QUICK if args.quick else FULL
 
     capture = configure_capture()
+    if args.backends:
+        output = BACKENDS_OUTPUT if args.output == DEFAULT_OUTPUT else args.output
+        backends = run_on_embedded_server(
+            lambda admin_url, pgdata: run_backends(
+                admin_url, pgdata, files=args.files, rounds=args.rounds, capture=capture
+            )
+        )
+        report(backends, render_backends(backends), output)
+        return 0
     results = run_on_embedded_server(
         lambda admin_url, pgdata: run_benchmark(admin_url, pgdata, params, capture)
     )

@@ -405,6 +405,7 @@ async def _run(
             reader=request.reader,
             params=params,
             document_ids=request.document_ids or None,
+            embedder=embedder,
         )
     progress.timings.update(
         search_ms=round(result.search_ms),

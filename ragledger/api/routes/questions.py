@@ -229,6 +229,7 @@ async def search(
         query_vector=vector,
         reader=reader,
         params=retrieval_params(settings, top_k),
+        embedder=embedder,
     )
     search_id = uuid7()
     await store.commit_then_append(

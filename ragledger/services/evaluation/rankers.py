@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ragledger.services.documents import Reader
+from ragledger.services.embedding import Embedder
 from ragledger.services.retrieval import RetrievalParams, retrieve, text_candidates
 
 _READABLE = "(c.access_groups = '{}' OR c.access_groups && CAST(:groups AS text[]))"
@@ -90,8 +91,9 @@ async def hybrid(
     reader: Reader,
     params: RetrievalParams,
     document_ids: Sequence[uuid.UUID],
+    embedder: Embedder | None = None,
 ) -> list[uuid.UUID]:
-    """The platform's retrieval, as a question runs it."""
+    """The platform's retrieval, as a question runs it (re-ranked when given `embedder`)."""
     result = await retrieve(
         session,
         query=query,
@@ -99,5 +101,6 @@ async def hybrid(
         reader=reader,
         params=params,
         document_ids=document_ids,
+        embedder=embedder,
     )
     return [chunk.chunk_id for chunk in result.chunks]

@@ -273,6 +273,7 @@ async def run_evaluation(
                     reader=reader,
                     params=params,
                     document_ids=document_ids,
+                    embedder=embedder,
                 ),
                 "exact_dense": rankers.exact_dense(catalogue, vector, k=depth),
                 "full_text": await rankers.full_text(

@@ -67,9 +67,10 @@ async def test_int8_vectors_stay_close(onnx_cache: Path) -> None:
     finally:
         await plain.aclose()
         await int8.aclose()
-    # int8 weights move vectors more than fp32 does (0.92 at worst here, on the one-letter
-    # text); whether that costs recall is measured by bench/embedding_backends.py.
-    assert cosine.min() >= 0.9
+    # int8 weights move vectors more than fp32 does; per-channel, reduced-range weights
+    # kept every chunk of the evaluation corpus at cosine >= 0.98 (per-tensor: 0.90).
+    # Whether that costs recall is measured by bench/embedding_backends.py.
+    assert cosine.min() >= 0.97
 
 
 def test_token_batches_keep_padding_within_the_budget() -> None:

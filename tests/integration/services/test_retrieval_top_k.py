@@ -10,10 +10,12 @@ import hashlib
 import uuid
 
 import numpy as np
+import pytest
 
 from ragledger.models.documents import EMBEDDING_DIMENSIONS, ChunkRow, DocumentAccessRow
 from ragledger.services.answering import retrieval_params
 from ragledger.services.documents import Reader
+from ragledger.services.embedding import get_embedder
 from ragledger.services.retrieval import retrieve
 
 WORDS = ["leave", "budget", "travel", "policy", "expenses", "holiday", "laptop", "salary"]
@@ -24,7 +26,9 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return (v / np.linalg.norm(v)).astype(np.float32)
 
 
-async def test_top_5_is_the_first_five_of_top_20(db, settings) -> None:
+@pytest.mark.parametrize("reranked", [False, True], ids=["fused", "window-reranked"])
+async def test_top_5_is_the_first_five_of_top_20(db, settings, reranked: bool) -> None:
+    embedder = get_embedder(settings) if reranked else None
     rng = np.random.default_rng(11)
     query = _unit(rng.standard_normal(EMBEDDING_DIMENSIONS))
     async with db.sessionmaker() as session, session.begin():
@@ -75,8 +79,12 @@ async def test_top_5_is_the_first_five_of_top_20(db, settings) -> None:
                 query_vector=query,
                 reader=ADMIN,
                 params=retrieval_params(tuned, top_k),
+                embedder=embedder,
             )
         found[top_k] = [c.chunk_id for c in result.chunks]
+        if reranked:
+            # The windows were scored: the first candidates' fused scores changed.
+            assert result.rerank_ms > 0
     assert len(found[5]) == 5
     assert len(found[20]) == 20
     assert found[5] == found[20][:5]
