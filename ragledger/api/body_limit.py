@@ -13,6 +13,28 @@ one (chunked) is counted as the app reads it; the read that crosses the limit ra
 `RequestBodyTooLargeError`, an HTTPException(413), which FastAPI re-raises while it
 parses the body, before the route runs, so the client gets a 413 JSON answer (from the
 app's HTTPException handler, or from here if the error escapes the app).
+
+Why not the built-in limit (`FastAPI(max_body_size=...)`, per-router and per-route
+`max_body_size`, on Starlette's `RequestBodyLimitMiddleware`; fastapi 0.165.0, starlette
+1.10.0)? Checked against the behaviour `tests/integration/api/test_edge_middleware.py`
+pins, it lacks:
+- a limit by content type: it has one number per app, router or route, so a JSON body
+  sent to the upload route would get the upload limit, and raw or multipart bodies
+  elsewhere the JSON limit (or no limit);
+- our answer: its 413 is fixed text, `Content Too Large`, as `text/plain` when its
+  middleware answers (always the case for a declared Content-Length over the limit, and
+  for a route that never reads its body), with no limit in it; ours is JSON
+  `{"detail": "request body too large (limit N bytes)"}` everywhere;
+- the edge headers on that 413: FastAPI installs the app-wide limit outside the user
+  middleware, so its own 413 carries neither the CORS nor the security headers (a
+  browser page cannot even read it); this middleware is registered inside them;
+- refusal before the app: a declared oversize Content-Length is refused only when the
+  route reads the body or starts its response, so a route that reads nothing has run
+  its side effects first; here the app never runs;
+- a non-numeric Content-Length is ignored (as if absent) rather than refused with 400;
+- a log line (`request_body_too_large`, with path and limit) for each refusal.
+Counting a chunked body as it is read, and unwrapping the exception groups of task
+groups, are the same in both.
 """
 
 from __future__ import annotations

@@ -7,6 +7,29 @@ Walking it from the right and stopping at the first address that is not one of o
 proxies yields the last address a proxy we trust actually saw: the client, or the
 closest hop to it we can vouch for. When the TCP peer itself is not a trusted proxy,
 the header is ignored altogether.
+
+Why not uvicorn's `ProxyHeadersMiddleware` / `--forwarded-allow-ips` (uvicorn 0.54.0)?
+It walks the header from the right too, takes CIDR networks and bracketed IPv6 with
+ports, but `tests/unit/api/test_client_address.py` pins behaviour it lacks:
+- a malformed hop ('garbage', '1.2.3', '_hidden') becomes the client address itself
+  (`scope["client"] = ("garbage", 0)`); here the walk stops at the nearest hop we can
+  vouch for, so rate limits and security events never key on free text;
+- IPv4-mapped IPv6 peers and entries (`::ffff:10.0.0.5`, what a dual-stack socket
+  reports) are compared as IPv6, so they never match an IPv4 network, and are returned
+  in that mapped form; here they are IPv4;
+- the address is returned as written, not normalized (`2001:DB8::1` and `2001:db8::1`
+  are two rate-limit keys there, one here);
+- a bad entry in the trusted list (`not-an-ip`, `10.0.0.1/8` with host bits) is kept
+  silently as a literal that matches nothing; here `TrustedProxies.parse` refuses it at
+  start-up, naming it; `0.0.0.0/0` is logged as trusting everyone;
+- no cap on the hops walked (here `_MAX_HOPS`); with no peer (a Unix socket) the
+  client stays None, here it is `unknown`;
+- it rewrites `scope["client"]` and `scope["scheme"]` for the whole app (and takes
+  `ws`/`wss` in X-Forwarded-Proto); here nothing is rewritten: the client address and
+  the scheme are asked for where they matter (rate limits, security events, metrics
+  access, HSTS), and `ragledger serve` runs uvicorn with `proxy_headers=False`, so the
+  peer seen here is the TCP peer. (Started as plain `uvicorn --factory`, uvicorn's own
+  default trusts 127.0.0.1 and ::1: pass `--no-proxy-headers`.)
 """
 
 from __future__ import annotations

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,6 +18,7 @@ from ragledger.api.rate_limits import RateScope
 from ragledger.api.request_context import event_metadata
 from ragledger.api.routes.documents import reader_of
 from ragledger.api.shutdown import DRAIN, ShutdownSignal
+from ragledger.api.sse import KEEP_ALIVE, format_sse
 from ragledger.core.ids import uuid7
 from ragledger.events import store
 from ragledger.events.questions import (
@@ -58,14 +58,9 @@ log = structlog.get_logger(__name__)
 router = APIRouter(tags=["questions"])
 
 
-def format_sse(event: StreamEvent) -> str:
-    """One Server-Sent Event (JSON data never contains a raw newline)."""
-    return f"event: {event.name}\ndata: {json.dumps(event.data, ensure_ascii=False)}\n\n"
-
-
 async def sse_stream(
     request: QuestionRequest, app_state: object, keepalive_s: float
-) -> AsyncIterator[str]:
+) -> AsyncIterator[bytes]:
     """Run the answer flow as a task and relay its events, with keep-alive comments.
 
     When the client goes away, this generator is closed or cancelled; the flow is then
@@ -108,7 +103,7 @@ async def sse_stream(
                         log.info("answer_cut_short", question_id=str(request.question_id))
                         flow.cancel(SERVER_SHUTDOWN)
                     continue
-                yield ": keep-alive\n\n"
+                yield KEEP_ALIVE
                 continue
             if event is DRAIN:
                 if grace_deadline is None and not cut_short:
