@@ -31,7 +31,6 @@ from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from ragledger.core.database import to_asyncpg_dsn
-from ragledger.events import store
 from ragledger.events.store import LOCK_NAMESPACE, NOTIFY_CHANNEL
 from ragledger.models.ledger import SubscriberCheckpoint
 from ragledger.projections.failures import ensure_checkpoint, give_up_on_event, record_failure
@@ -119,16 +118,10 @@ async def _apply_next_batch(
     position, ledger_head = row
     if ledger_head <= position:
         return 0, position, ledger_head
-    events = await store.read_all(
-        session,
-        after=position,
-        up_to=ledger_head,
-        limit=batch_size,
-        event_types=subscriber.event_types,
+    read, last = await subscriber.apply_next(
+        session, after=position, up_to=ledger_head, limit=batch_size
     )
-    if events:
-        await subscriber.handle_batch(session, events)
-    new_position = events[-1].position if len(events) == batch_size else ledger_head
+    new_position = last if read == batch_size else ledger_head
     await session.execute(_MOVE_CHECKPOINT, {"name": subscriber.name, "position": new_position})
     return new_position - position, new_position, ledger_head
 
