@@ -306,6 +306,9 @@ def run_tree_runner(url: str) -> None:
     """The body of the runner process: merkle_tree only, until SIGTERM."""
 
     async def main() -> None:
+        # Warnings only, on stderr, as in this process: structlog's default would print
+        # a debug line per batch to stdout, timing the logging rather than the tree.
+        configure_logging(level="WARNING", fmt="console")
         engine = create_app_engine(url, Settings(database_url=url))
         runner = tree_runner(engine)
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, runner.stop)

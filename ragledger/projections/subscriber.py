@@ -34,6 +34,10 @@ class Subscriber:
     # Events per transaction, when the runner's default does not suit (a reactor doing
     # slow work per event takes one at a time so that each result commits on its own).
     batch_size: ClassVar[int | None] = None
+    # Seconds from the start of one batch to the next at the least: under a steady stream
+    # of appends, fewer and bigger batches (for a subscriber that need not be fresh to
+    # the millisecond); a lone append after a quiet spell is still taken at once.
+    min_batch_interval_s: ClassVar[float] = 0.0
 
     async def apply_next(
         self, session: AsyncSession, *, after: int, up_to: int, limit: int
