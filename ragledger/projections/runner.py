@@ -31,7 +31,6 @@ from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from ragledger.core.database import to_asyncpg_dsn
-from ragledger.events import store
 from ragledger.events.store import LOCK_NAMESPACE, NOTIFY_CHANNEL
 from ragledger.models.ledger import SubscriberCheckpoint
 from ragledger.projections.failures import ensure_checkpoint, give_up_on_event, record_failure
@@ -119,16 +118,10 @@ async def _apply_next_batch(
     position, ledger_head = row
     if ledger_head <= position:
         return 0, position, ledger_head
-    events = await store.read_all(
-        session,
-        after=position,
-        up_to=ledger_head,
-        limit=batch_size,
-        event_types=subscriber.event_types,
+    read, last = await subscriber.apply_next(
+        session, after=position, up_to=ledger_head, limit=batch_size
     )
-    if events:
-        await subscriber.handle_batch(session, events)
-    new_position = events[-1].position if len(events) == batch_size else ledger_head
+    new_position = last if read == batch_size else ledger_head
     await session.execute(_MOVE_CHECKPOINT, {"name": subscriber.name, "position": new_position})
     return new_position - position, new_position, ledger_head
 
@@ -146,6 +139,9 @@ class SubscriberRunner:
         self.subscribers = list(subscribers)
         self.config = config or RunnerConfig()
         self._wake = {s.name: asyncio.Event() for s in self.subscribers}
+        self._min_interval = {
+            s.name: getattr(s, "min_batch_interval_s", 0.0) for s in self.subscribers
+        }
         # The highest head announced by NOTIFY, and the subscribers that must look at the
         # ledger whatever it says (a (re)connected listener may have missed some).
         self._notified_head = 0
@@ -334,6 +330,7 @@ class SubscriberRunner:
             wake.clear()
             self._must_look.discard(subscriber.name)
             started = time.perf_counter()
+            batch_at = time.monotonic()
             try:
                 async with (
                     AsyncSession(bind=conn, expire_on_commit=False) as session,
@@ -383,14 +380,18 @@ class SubscriberRunner:
             # Caught up with the head this batch read: whatever was appended since has
             # notified (or the poll finds it), so there is no empty transaction to
             # run just to learn that nothing is new.
-            await self._wait_for_news(subscriber.name, position)
+            await self._wait_for_news(subscriber.name, position, last_batch_at=batch_at)
 
-    async def _wait_for_news(self, name: str, position: int) -> None:
+    async def _wait_for_news(
+        self, name: str, position: int, *, last_batch_at: float | None = None
+    ) -> None:
         """Sleep until the ledger may hold events past `position`, or the poll interval.
 
         Wake-ups for heads this consumer has already passed (their NOTIFY arrived while
         it was applying the batch that covered them) cost no transaction. After a
-        wake-up, a short pause lets a burst of appends arrive and go in one batch.
+        wake-up, a short pause lets a burst of appends arrive and go in one batch; a
+        subscriber with a `min_batch_interval_s` waits until that long after its last
+        batch (`last_batch_at`, monotonic) began.
         """
         wake = self._wake[name]
         deadline = time.monotonic() + self.config.poll_interval_s
@@ -404,8 +405,11 @@ class SubscriberRunner:
             if self._stop.is_set() or time.monotonic() >= deadline:
                 return
             if name in self._must_look or self._relevant_head[name] > position:
-                if self.config.coalesce_s > 0:
-                    await self._sleep(self.config.coalesce_s)
+                pause = self.config.coalesce_s
+                if last_batch_at is not None:
+                    pause = max(pause, last_batch_at + self._min_interval[name] - time.monotonic())
+                if pause > 0:
+                    await self._sleep(pause)
                 return
 
     async def _failed(

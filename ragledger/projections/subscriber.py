@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ragledger.events import store
 from ragledger.events.envelope import RecordedEvent
 
 
@@ -33,6 +34,25 @@ class Subscriber:
     # Events per transaction, when the runner's default does not suit (a reactor doing
     # slow work per event takes one at a time so that each result commits on its own).
     batch_size: ClassVar[int | None] = None
+    # Seconds from the start of one batch to the next at the least: under a steady stream
+    # of appends, fewer and bigger batches (for a subscriber that need not be fresh to
+    # the millisecond); a lone append after a quiet spell is still taken at once.
+    min_batch_interval_s: ClassVar[float] = 0.0
+
+    async def apply_next(
+        self, session: AsyncSession, *, after: int, up_to: int, limit: int
+    ) -> tuple[int, int]:
+        """Apply the events in (after, up_to], at most `limit`; (how many, the last one's position).
+
+        The default reads whole events of `event_types` and calls `handle_batch`; a
+        subscriber that needs only part of each event may read just that.
+        """
+        events = await store.read_all(
+            session, after=after, up_to=up_to, limit=limit, event_types=self.event_types
+        )
+        if events:
+            await self.handle_batch(session, events)
+        return len(events), events[-1].position if events else after
 
     async def handle_batch(self, session: AsyncSession, events: Sequence[RecordedEvent]) -> None:
         """Apply a batch; the default calls `handle` per event and names the failing one."""

@@ -29,6 +29,22 @@ _WRITE_NODES = text(
         CAST(:levels AS smallint[]), CAST(:indexes AS bigint[]), CAST(:hashes AS bytea[]))
     """
 )
+# The next leaves' event hashes (position, hash only: the tree needs nothing else of an
+# event) and the right edge of the tree before them, in one round trip; edge rows are
+# told apart by level >= 0.
+_LEAVES_AND_EDGE = text(
+    """
+    (SELECT CAST(-1 AS smallint) AS level, e.position AS node_index, e.hash
+     FROM events AS e
+     WHERE e.position > :after AND e.position <= :up_to
+     ORDER BY e.position
+     LIMIT :limit)
+    UNION ALL
+    SELECT n.level, n.node_index, n.hash
+    FROM unnest(CAST(:levels AS smallint[]), CAST(:indexes AS bigint[])) AS k(level, node_index)
+    JOIN merkle_nodes AS n USING (level, node_index)
+    """
+)
 _TREE_SIZE = text("SELECT position FROM subscriber_checkpoints WHERE name = :name")
 
 
@@ -50,6 +66,36 @@ async def read_nodes(session: AsyncSession, wanted: Iterable[Node]) -> dict[Node
         missing = sorted(set(keys) - set(found))[:3]
         raise MissingNodesError(f"the Merkle tree lacks nodes {missing}")
     return found
+
+
+async def read_leaves_and_edge(
+    session: AsyncSession, *, after: int, up_to: int, limit: int
+) -> tuple[list[tuple[int, bytes]], dict[Node, bytes]]:
+    """The (position, hash) of events in (after, up_to], at most `limit`, in order, and the
+    tree of `after` leaves' right edge (`range_nodes(0, after)`), in one query."""
+    keys = range_nodes(0, after)
+    rows = await session.execute(
+        _LEAVES_AND_EDGE,
+        {
+            "after": after,
+            "up_to": up_to,
+            "limit": limit,
+            "levels": [level for level, _ in keys],
+            "indexes": [index for _, index in keys],
+        },
+    )
+    leaves: list[tuple[int, bytes]] = []
+    edge: dict[Node, bytes] = {}
+    for level, index, value in rows:
+        if level < 0:
+            leaves.append((index, bytes(value)))
+        else:
+            edge[(level, index)] = bytes(value)
+    if len(edge) != len(keys):
+        missing = sorted(set(keys) - set(edge))[:3]
+        raise MissingNodesError(f"the Merkle tree lacks nodes {missing}")
+    leaves.sort()
+    return leaves, edge
 
 
 async def write_nodes(session: AsyncSession, nodes: Sequence[tuple[int, int, bytes]]) -> None:

@@ -27,10 +27,10 @@ from ragledger.models.documents import DocumentRow
 from ragledger.models.ledger import EventRow
 from ragledger.services.documents import Reader, readable_documents
 from ragledger.services.errors import ConflictError
-from ragledger.services.merkle_nodes import read_nodes, tree_size
+from ragledger.services.merkle_nodes import tree_size
 from ragledger.services.provenance import load_provenance
 from ragledger.services.signing import DigestSigner
-from ragledger.services.tree_heads import TreeHead, head_to_sign, tree_head_event
+from ragledger.services.tree_heads import TreeHead, head_to_sign, proof_nodes, tree_head_event
 
 RECEIPT_FORMAT = "ragledger-receipt/v1"
 WITHHELD_NOTE = (
@@ -87,23 +87,24 @@ async def build_receipt(
         raise ConflictError("the answer is not finished yet; ask for its receipt when it is")
     events = sorted({e.position: e for e in provenance.events}.values(), key=lambda e: e.position)
     last = events[-1].position
-    built = await tree_size(session)
-    if built < last:
-        raise ConflictError(
-            f"the Merkle tree has not reached position {last} yet (it has {built} leaves); "
-            "retry in a moment"
-        )
     head = await _covering_head(session, signer, last)
     fresh = head is None
     if head is None:
+        built = await tree_size(session)
+        if built < last:
+            raise ConflictError(
+                f"the Merkle tree has not reached position {last} yet (it has {built} leaves); "
+                "retry in a moment"
+            )
         head = await head_to_sign(session, signer)
     size = head.tree_size
+    # Every event's path against the one head, fetched in a single query.
     wanted: set[tuple[int, int]] = set(range_nodes(0, size))
     paths = {e.position: inclusion_ranges(e.position - 1, size) for e in events}
     for ranges in paths.values():
         wanted |= nodes_for(ranges)
     wanted |= {(0, e.position - 1) for e in events}
-    nodes = await read_nodes(session, wanted)
+    nodes = await proof_nodes(session, wanted, size)
     if range_hash(0, size, nodes).hex() != head.root_hash:
         raise ConflictError(
             f"the Merkle tree disagrees with the signed tree head of size {size}: "

@@ -3,13 +3,17 @@
 A tree head is (tree size, root hash, signed_at, key id) signed with the server's
 Ed25519 key (services/signing.py) over the ASCII text
 ``ragledger-tree-head/v1\\n<tree_size>\\n<root hash hex>\\n<signed_at>``; each is recorded
-as a `TreeHeadSigned` event. Proofs are computed from the stored nodes
-(services/merkle_nodes.py) in one query each.
+as a `TreeHeadSigned` event. A proof is one query: the (level, index) ids of the stored
+nodes it needs (services/merkle_nodes.py) are computed here and fetched together; the
+tree's size is read only when a node is missing, to tell "not built yet" (409) apart
+from damage. At 1M events a proof was two round trips, one of them this size check,
+and the round trips were nearly all of its time.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -23,6 +27,7 @@ from ragledger.events.codec import format_timestamp
 from ragledger.events.envelope import EventMetadata
 from ragledger.events.ledger_audit import LEDGER_STREAM, TreeHeadSigned
 from ragledger.events.merkle import (
+    Node,
     consistency_ranges,
     fold_nodes,
     inclusion_ranges,
@@ -32,7 +37,7 @@ from ragledger.events.merkle import (
 )
 from ragledger.models.ledger import EventRow
 from ragledger.services.errors import BadRequestError, ConflictError, NotFoundError
-from ragledger.services.merkle_nodes import read_nodes, tree_size
+from ragledger.services.merkle_nodes import MissingNodesError, read_nodes, tree_size
 from ragledger.services.signing import DigestSigner
 
 if TYPE_CHECKING:
@@ -119,14 +124,28 @@ async def _available(session: AsyncSession, size: int) -> None:
         )
 
 
+async def proof_nodes(
+    session: AsyncSession, wanted: Iterable[Node], size: int
+) -> dict[Node, bytes]:
+    """The `wanted` nodes of the tree of `size` leaves, in one query; 409 if not built yet.
+
+    `wanted` must include `range_nodes(0, size)` (the root's), whose last node exists only
+    once the tree has `size` leaves, so a complete answer proves the tree is that big.
+    """
+    try:
+        return await read_nodes(session, wanted)
+    except MissingNodesError:
+        await _available(session, size)
+        raise
+
+
 async def inclusion_proof(session: AsyncSession, *, position: int, size: int) -> InclusionProof:
     """The audit path of the event at `position` in the tree of `size` leaves."""
     if not 1 <= position <= size:
         raise BadRequestError(f"position {position} is not in a tree of size {size}")
-    await _available(session, size)
     ranges = inclusion_ranges(position - 1, size)
     leaf_node = (0, position - 1)
-    nodes = await read_nodes(session, {*nodes_for(ranges), *range_nodes(0, size), leaf_node})
+    nodes = await proof_nodes(session, {*nodes_for(ranges), *range_nodes(0, size), leaf_node}, size)
     return InclusionProof(
         position=position,
         tree_size=size,
@@ -140,10 +159,9 @@ async def consistency_proof(session: AsyncSession, *, first: int, second: int) -
     """The proof that the tree of `second` leaves extends the one of `first` leaves."""
     if not 1 <= first <= second:
         raise BadRequestError(f"no consistency proof from size {first} to size {second}")
-    await _available(session, second)
     ranges = consistency_ranges(first, second)
-    nodes = await read_nodes(
-        session, {*nodes_for(ranges), *range_nodes(0, first), *range_nodes(0, second)}
+    nodes = await proof_nodes(
+        session, {*nodes_for(ranges), *range_nodes(0, first), *range_nodes(0, second)}, second
     )
     return ConsistencyProof(
         first=first,

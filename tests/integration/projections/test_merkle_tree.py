@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 
 from ragledger.events import store
 from ragledger.events.envelope import EventMetadata, NewEvent
@@ -206,3 +206,62 @@ async def test_a_leaf_that_is_not_its_event_is_found(db, settings) -> None:
     assert start == 0
     assert not result.valid
     assert result.first_invalid_position == 4
+
+
+async def test_a_proof_is_one_query_whatever_the_tree_size(db) -> None:
+    """Proofs fetch every node they need in one query; a tree 16 times bigger adds none."""
+    statements: list[str] = []
+
+    def count(_conn, _cursor, statement, _params, _context, _many) -> None:
+        statements.append(statement)
+
+    async def queries_per_proof(size: int) -> tuple[int, int]:
+        async with db.sessionmaker() as session:
+            await session.connection()  # the connection's own set-up is not the proof's
+            event.listen(db.engine.sync_engine, "before_cursor_execute", count)
+            try:
+                statements.clear()
+                proof = await tree_heads.inclusion_proof(session, position=size // 3, size=size)
+                inclusion = len(statements)
+                statements.clear()
+                await tree_heads.consistency_proof(session, first=size // 2 + 1, second=size)
+                consistency = len(statements)
+            finally:
+                event.remove(db.engine.sync_engine, "before_cursor_execute", count)
+        assert len(proof.proof) == (size - 1).bit_length()
+        return inclusion, consistency
+
+    await _append(db, 37, per_batch=37)
+    assert await run_until_caught_up(db.engine, MerkleTreeProjection())
+    assert await queries_per_proof(37) == (1, 1)
+    await _append(db, 600 - 37, per_batch=200)
+    assert await run_until_caught_up(db.engine, MerkleTreeProjection())
+    assert await queries_per_proof(600) == (1, 1)
+    # A size the tree has not reached costs a second query, to say so (409, not damage).
+    async with db.sessionmaker() as session:
+        with pytest.raises(ConflictError, match="600 leaves so far"):
+            await tree_heads.consistency_proof(session, first=3, second=601)
+
+
+async def test_the_projection_reads_hashes_and_edge_in_one_query_per_batch(db) -> None:
+    """A batch reads only positions and hashes, with the tree's right edge, in one query."""
+    await _append(db, 13, per_batch=13)
+    assert await run_until_caught_up(db.engine, MerkleTreeProjection())
+    await _append(db, 9, per_batch=9)
+    statements: list[str] = []
+
+    def count(_conn, _cursor, statement, _params, _context, _many) -> None:
+        statements.append(" ".join(statement.split()))
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        assert await run_until_caught_up(db.engine, MerkleTreeProjection())
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", count)
+    reads = [s for s in statements if "FROM events" in s and "merkle_nodes" in s]
+    assert len(reads) == 1
+    assert "payload" not in reads[0]
+    assert sum("INSERT INTO merkle_nodes" in s for s in statements) == 1
+    hashes = await _hashes(db)
+    async with db.sessionmaker() as session:
+        assert await root_at(session, 22) == root_of_leaves([leaf_hash(h) for h in hashes])

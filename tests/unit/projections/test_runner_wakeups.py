@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 from ragledger.projections.runner import RunnerConfig, SubscriberRunner
@@ -60,3 +61,38 @@ async def test_a_malformed_payload_is_treated_as_a_reason_to_look() -> None:
     waiting = asyncio.create_task(runner._wait_for_news("a", position=10))
     runner._wake_all(None, 1, "ragledger_events", "not-a-position")
     await asyncio.wait_for(waiting, timeout=1)
+
+
+@dataclass
+class _Spaced:
+    name: str
+    min_batch_interval_s: float
+
+
+async def test_a_minimum_batch_interval_defers_a_busy_subscriber_not_a_quiet_one() -> None:
+    config = RunnerConfig(poll_interval_s=30.0, coalesce_s=0.0)
+    runner = SubscriberRunner(
+        engine=None,  # type: ignore[arg-type]
+        subscribers=[_Spaced("tree", 1.0), _Named("other")],
+        config=config,
+    )
+    loop = asyncio.get_running_loop()
+    # The tree's last batch began just now: news wakes it only 1 s after that batch.
+    began = loop.time()
+    tree = asyncio.create_task(
+        runner._wait_for_news("tree", position=10, last_batch_at=time.monotonic())
+    )
+    other = asyncio.create_task(
+        runner._wait_for_news("other", position=10, last_batch_at=time.monotonic())
+    )
+    runner._wake_all(None, 1, "ragledger_events", "11")
+    await asyncio.wait_for(other, timeout=0.5)
+    assert not tree.done()
+    await asyncio.wait_for(tree, timeout=2)
+    assert loop.time() - began >= 0.9
+    # A batch long ago: the next news is taken at once.
+    quiet = asyncio.create_task(
+        runner._wait_for_news("tree", position=11, last_batch_at=time.monotonic() - 5)
+    )
+    runner._wake_all(None, 1, "ragledger_events", "12")
+    await asyncio.wait_for(quiet, timeout=0.5)
