@@ -1,4 +1,7 @@
-"""`ragledger eval`: run an evaluation set, show a progress bar and a table, write JSON."""
+"""Run an evaluation set with a progress bar, show the table, write the JSON report.
+
+The work of `ragledger eval` (see `ragledger.cli.evaluation`), imported when it runs.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ragledger.cli_corpus import ensure_corpus
+from ragledger.cli.corpus import ensure_corpus
 from ragledger.core.runtime import Database
 from ragledger.core.settings import Settings
 from ragledger.events.envelope import EventMetadata
