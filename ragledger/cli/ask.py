@@ -22,18 +22,15 @@ def ask(
     ] = None,
 ) -> None:
     """Ask a question as a user; the answer streams to the terminal, then its citations."""
-    from ragledger.core.ids import uuid7
     from ragledger.services import users as users_service
     from ragledger.services.answering import (
-        QuestionRequest,
         StreamEvent,
         answer_question,
-        validate_question,
+        question_request,
     )
-    from ragledger.services.documents import Reader
+    from ragledger.services.documents import reader_of
     from ragledger.services.embedding import get_embedder
     from ragledger.services.errors import DomainError
-    from ragledger.services.grounded_answers import resolve_mode
 
     settings = command_settings()
     citations: list[dict[str, object]] = []
@@ -53,27 +50,19 @@ def ask(
             user = await users_service.get_by_email(session, as_email)
             if user is None or not user.is_active:
                 fail(f"error: no active user with email {as_email}")
-            reader = Reader(user.id, user.role, tuple(user.groups or ()))
-            text, k, ids = await validate_question(
+            request = await question_request(
                 session,
                 question=question,
                 top_k=top_k,
                 document_ids=None,
-                reader=reader,
+                mode=mode,
+                reader=reader_of(user),
+                asker_id=user.id,
+                metadata=EventMetadata(
+                    actor_id=str(user.id), actor_role=user.role, user_agent="ragledger-cli"
+                ),
                 settings=settings,
             )
-        request = QuestionRequest(
-            question_id=uuid7(),
-            question=text,
-            top_k=k,
-            document_ids=ids,
-            reader=reader,
-            asker_id=user.id,
-            metadata=EventMetadata(
-                actor_id=str(user.id), actor_role=user.role, user_agent="ragledger-cli"
-            ),
-            mode=resolve_mode(mode, settings),
-        )
         await answer_question(
             request,
             sessionmaker=database.sessionmaker,

@@ -17,6 +17,7 @@ from fastapi_pagination import resolve_params
 
 from ragledger.api.deps import AuditorUser, SessionDep
 from ragledger.api.errors import error_responses
+from ragledger.api.provenance import ledger_ref, provenance_fields
 from ragledger.api.request_context import event_metadata
 from ragledger.events.envelope import RecordedEvent
 from ragledger.schemas.audit import (
@@ -35,7 +36,6 @@ from ragledger.schemas.audit import (
 )
 from ragledger.schemas.ledger_audit import MAX_POSITION
 from ragledger.schemas.pagination import PageParams
-from ragledger.schemas.questions import ContextPublic, LedgerRef
 from ragledger.services import audit_queries
 from ragledger.services.audit_queries import (
     MAX_HISTORY_ANSWERS,
@@ -80,17 +80,6 @@ def event_public(event: RecordedEvent) -> AuditEventPublic:
         payload=event.payload,
         metadata=event.metadata,
         prev_hash=event.prev_hash.hex(),
-        hash=event.hash.hex(),
-    )
-
-
-def ledger_ref(event: RecordedEvent) -> LedgerRef:
-    """A reference to a ledger event, without its payload."""
-    return LedgerRef(
-        position=event.position,
-        event_type=event.event_type,
-        stream_id=event.stream_id,
-        recorded_at=event.recorded_at,
         hash=event.hash.hex(),
     )
 
@@ -232,25 +221,8 @@ async def get_answer_story(
 ) -> AuditAnswerStory:
     """One question's whole story from the ledger, and who read it since (auditor, admin)."""
     story = await audit_queries.question_story(session, question_id, auditor_id=auditor.id)
-    p = story.provenance
     response = AuditAnswerStory(
-        question_id=p.question_id,
-        question=p.question,
-        asked_by=p.asked_by,
-        asked_at=p.asked_at,
-        status=p.status,
-        answer=p.answer,
-        failure_reason=p.failure_reason,
-        model=p.model,
-        usage=p.usage,
-        timings_ms=p.timings_ms,
-        citations=p.citations,
-        prompt_sha256=p.prompt_sha256,
-        prompt_verified=p.prompt_verified,
-        removed_by_access_filter=p.removed_by_access_filter,
-        retrieval_settings=p.retrieval_settings,
-        context=[ContextPublic(**block) for block in p.context],
-        feedback=p.feedback,
+        **provenance_fields(story.provenance),
         events=[event_public(e) for e in story.question_events],
         source_events=[ledger_ref(e) for e in story.source_events],
         reads=[

@@ -15,7 +15,6 @@ from ragledger.api.rate_limits import RateScope
 from ragledger.api.request_context import event_metadata
 from ragledger.core.settings import Settings
 from ragledger.models.documents import DocumentRow
-from ragledger.models.users import User
 from ragledger.schemas.documents import (
     DocumentAccepted,
     DocumentAccessPublic,
@@ -26,7 +25,7 @@ from ragledger.schemas.documents import (
 )
 from ragledger.schemas.pagination import Page
 from ragledger.services import documents as documents_service
-from ragledger.services.documents import PayloadTooLargeError, Reader
+from ragledger.services.documents import PayloadTooLargeError, reader_of
 
 router = APIRouter(prefix="/documents", tags=["documents"], responses=error_responses(401))
 
@@ -37,11 +36,6 @@ UPLOAD_ERRORS = {
     422: "A missing or empty file, a title too long",
     429: "Upload rate limit",
 }
-
-
-def reader_of(user: User) -> Reader:
-    """The reading rights of a user."""
-    return Reader(user_id=user.id, role=user.role, groups=tuple(user.groups or ()))
 
 
 async def _read_capped(file: UploadFile, settings: Settings) -> bytes:

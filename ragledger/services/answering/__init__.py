@@ -14,7 +14,11 @@ failures).
 
 from ragledger.services.answering.context import retrieval_params
 from ragledger.services.answering.flow import SERVER_SHUTDOWN, answer_question
-from ragledger.services.answering.intake import QuestionRequest, validate_question
+from ragledger.services.answering.intake import (
+    QuestionRequest,
+    question_request,
+    validate_question,
+)
 from ragledger.services.answering.record import QuestionRecord
 from ragledger.services.answering.streaming import Emit, StreamEvent
 
@@ -25,6 +29,7 @@ __all__ = [
     "QuestionRequest",
     "StreamEvent",
     "answer_question",
+    "question_request",
     "retrieval_params",
     "validate_question",
 ]

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ragledger.core.ids import uuid7
 from ragledger.core.settings import Settings
 from ragledger.events.envelope import EventMetadata
 from ragledger.models.documents import DocumentRow
 from ragledger.services.documents import Reader, readable_documents
 from ragledger.services.errors import InvalidInputError, PermissionDeniedError
-from ragledger.services.grounded_answers import AnswerMode
+from ragledger.services.grounded_answers import AnswerMode, resolve_mode
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,3 +70,40 @@ async def validate_question(
                 user_id=reader.user_id,
             )
     return cleaned, k, ids
+
+
+async def question_request(
+    session: AsyncSession,
+    *,
+    question: str,
+    top_k: int | None,
+    document_ids: Sequence[uuid.UUID] | None,
+    mode: str | None,
+    reader: Reader,
+    asker_id: uuid.UUID,
+    metadata: EventMetadata,
+    settings: Settings,
+) -> QuestionRequest:
+    """Check a question and build its request, with a new question id (422, 403).
+
+    The one way the API, the console and the CLI turn what an asker typed into a
+    request for `answer_question`; nothing is recorded yet.
+    """
+    cleaned, k, ids = await validate_question(
+        session,
+        question=question,
+        top_k=top_k,
+        document_ids=document_ids,
+        reader=reader,
+        settings=settings,
+    )
+    return QuestionRequest(
+        question_id=uuid7(),
+        question=cleaned,
+        top_k=k,
+        document_ids=ids,
+        reader=reader,
+        asker_id=asker_id,
+        metadata=metadata,
+        mode=resolve_mode(mode, settings),
+    )
