@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from ragledger.api.app import create_app
+from ragledger.api.app_services import app_services
 from ragledger.core.settings import Settings
 from ragledger.events import store
 from tests.e2e.conftest import PASSWORD, Account, login, make_account
@@ -72,7 +73,7 @@ async def test_the_answer_comes_before_the_work_and_tells_nothing(
             assert fake_smtp.messages == []
             await transaction.rollback()
         [mail] = await asyncio.to_thread(fake_smtp.wait_for, 1, 60.0)
-        await app.state.background.wait_idle()
+        await app_services(app).background.wait_idle()
     assert mail.rcpt_tos == ("emma@example.com",)
     [event] = await _requested(db)
     assert event.payload == {"user_id": str(emma.id)}
@@ -98,7 +99,7 @@ async def test_one_mail_per_account_per_interval_and_rate_limits(
         assert limited.status_code == 429
         assert limited.json()["detail"].startswith("rate limit exceeded")
         assert int(limited.headers["retry-after"]) >= 1
-        await app.state.background.wait_idle()
+        await app_services(app).background.wait_idle()
     # Three requests for the account, one mail: no mail bombing.
     assert len(fake_smtp.messages) == 1
     assert len(await _requested(db)) == 1
@@ -111,7 +112,7 @@ async def test_reset_requests_are_limited_per_client_address(db, settings) -> No
             (await client.post(FORGOT, json={"email": f"u{i}@example.com"})).status_code
             for i in range(3)
         ]
-        await app.state.background.wait_idle()
+        await app_services(app).background.wait_idle()
     assert statuses == [202, 202, 429]
 
 
@@ -122,7 +123,7 @@ async def test_without_smtp_the_log_names_the_mail_but_holds_no_token(db, settin
     configure_logging(level="DEBUG", fmt="json")
     async with running(settings) as (app, client):
         assert (await client.post(FORGOT, json={"email": emma.email})).status_code == 202
-        await app.state.background.wait_idle()
+        await app_services(app).background.wait_idle()
     captured = capsys.readouterr()
     logs = captured.out + captured.err
     [line] = [json.loads(x) for x in logs.splitlines() if "mail_logged_no_smtp" in x]
@@ -191,13 +192,13 @@ async def test_the_reset_work_keeps_argon2_off_the_event_loop(db, settings, coun
         # The first request imports and compiles what later ones reuse: not measured.
         warm = await make_account(db, "warm@example.com", "employee")
         assert (await client.post(FORGOT, json={"email": warm.email})).status_code == 202
-        await app.state.background.wait_idle()
+        await app_services(app).background.wait_idle()
 
         async def ask_and_finish() -> list[int]:
             responses = await asyncio.gather(
                 *(client.post(FORGOT, json={"email": a.email}) for a in accounts)
             )
-            await app.state.background.wait_idle()
+            await app_services(app).background.wait_idle()
             return [r.status_code for r in responses]
 
         lag = await loop_lag_during(ask_and_finish())

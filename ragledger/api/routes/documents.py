@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
 from fastapi_pagination.ext.sqlalchemy import apaginate
 
+from ragledger.api.app_services import app_services
 from ragledger.api.deps import NO_NUL, AdminUser, EmployeeUser, SessionDep, SettingsDep
 from ragledger.api.errors import BODY_ERRORS, error_responses
 from ragledger.api.rate_limits import RateScope
@@ -68,7 +69,7 @@ async def upload_document(
     public: Annotated[bool, Form(description="Every signed-in user may read it")] = False,
 ) -> DocumentAccepted:
     """Upload a new document; it is ingested in the background (admin)."""
-    await request.app.state.rate_limits.enforce(request, RateScope.UPLOAD, str(admin.id))
+    await app_services(request.app).rate_limits.enforce(request, RateScope.UPLOAD, str(admin.id))
     content = await _read_capped(file, settings)
     accepted = await documents_service.upload(
         session,
@@ -104,7 +105,7 @@ async def upload_version(
     public: Annotated[bool | None, Form(description="Omit to keep")] = None,
 ) -> DocumentAccepted:
     """Upload a new version; the old one stops being retrieved (admin)."""
-    await request.app.state.rate_limits.enforce(request, RateScope.UPLOAD, str(admin.id))
+    await app_services(request.app).rate_limits.enforce(request, RateScope.UPLOAD, str(admin.id))
     content = await _read_capped(file, settings)
     accepted = await documents_service.upload(
         session,

@@ -13,13 +13,15 @@ import structlog
 from fastapi import APIRouter, Request, status
 from fastapi.responses import StreamingResponse
 
-from ragledger.api.deps import EmployeeUser, SessionDep, SettingsDep
+from ragledger.api.app_services import AppServices, app_services
+from ragledger.api.deps import EmployeeUser, ServicesDep, SessionDep, SettingsDep
 from ragledger.api.errors import BODY_ERRORS, error_responses
 from ragledger.api.provenance import ledger_ref, provenance_fields
 from ragledger.api.rate_limits import RateScope
 from ragledger.api.request_context import event_metadata
-from ragledger.api.shutdown import DRAIN, ShutdownSignal
+from ragledger.api.shutdown import DRAIN
 from ragledger.core.ids import uuid7
+from ragledger.core.settings import Settings
 from ragledger.events import store
 from ragledger.events.questions import (
     AnswerFeedbackGiven,
@@ -63,7 +65,7 @@ def format_sse(event: StreamEvent) -> str:
 
 
 async def sse_stream(
-    request: QuestionRequest, app_state: object, keepalive_s: float
+    request: QuestionRequest, *, services: AppServices, settings: Settings
 ) -> AsyncIterator[str]:
     """Run the answer flow as a task and relay its events, with keep-alive comments.
 
@@ -73,13 +75,13 @@ async def sse_stream(
     it is cancelled as `server_shutdown` and the stream ends with an `error` event.
     """
     queue: asyncio.Queue[Any] = asyncio.Queue()
-    settings = app_state.settings  # type: ignore[attr-defined]
-    shutdown: ShutdownSignal = app_state.shutdown  # type: ignore[attr-defined]
+    shutdown = services.shutdown
+    keepalive_s = settings.sse_keepalive_s
     loop = asyncio.get_running_loop()
     flow = asyncio.create_task(
         answer_question(
             request,
-            sessionmaker=app_state.database.sessionmaker,  # type: ignore[attr-defined]
+            sessionmaker=services.database.sessionmaker,
             embedder=get_embedder(settings),
             settings=settings,
             emit=queue.put,
@@ -165,10 +167,11 @@ async def ask(
     body: QuestionCreate,
     session: SessionDep,
     settings: SettingsDep,
+    services: ServicesDep,
     user: EmployeeUser,
 ) -> StreamingResponse:
     """Ask a question; the answer streams with numbered citations (employee and up)."""
-    await request.app.state.rate_limits.enforce(request, RateScope.QUESTIONS, str(user.id))
+    await services.rate_limits.enforce(request, RateScope.QUESTIONS, str(user.id))
     asked = await question_request(
         session,
         question=body.question,
@@ -181,7 +184,7 @@ async def ask(
         settings=settings,
     )
     return StreamingResponse(
-        sse_stream(asked, request.app.state, settings.sse_keepalive_s),
+        sse_stream(asked, services=services, settings=settings),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -201,7 +204,7 @@ async def search(
 ) -> SearchPublic:
     """Search the documents you may read, without asking the model (employee and up)."""
     # Each search embeds the query and appends an event: limited like questions.
-    await request.app.state.rate_limits.enforce(request, RateScope.SEARCH, str(user.id))
+    await app_services(request.app).rate_limits.enforce(request, RateScope.SEARCH, str(user.id))
     reader = reader_of(user)
     query, top_k, _ids = await validate_question(
         session,
@@ -304,7 +307,7 @@ async def get_receipt(
     """The answer's events with Merkle proofs in a signed tree head (asker, auditors, admins)."""
     receipt = await build_receipt(
         session,
-        request.app.state.signer,
+        app_services(request.app).signer,
         answer_id=answer_id,
         reader=reader_of(user),
         metadata=event_metadata(request, user),
