@@ -167,7 +167,7 @@ async def get_user_manager(
 
 def build_fastapi_users(secret: str, lifetime_s: int) -> FastAPIUsers[User, uuid.UUID]:
     """fastapi-users with the bearer JWT backend (used for its reset and verify routers)."""
-    backend = AuthenticationBackend(
+    backend: AuthenticationBackend[User, uuid.UUID] = AuthenticationBackend(
         name="jwt",
         transport=BearerTransport(tokenUrl=LOGIN_PATH),
         get_strategy=lambda: JWTStrategy(secret=secret, lifetime_seconds=lifetime_s),

@@ -55,7 +55,8 @@ class AuditEventPage(CursorPage[AuditEventPublic]):
 
     __params_type__ = AuditCursorParams
 
-    total: int | None = Field(None, description="Not computed (always null).")
+    # The library's base page declares `total: int`; this page never counts.
+    total: int | None = Field(None, description="Not computed (always null).")  # type: ignore[assignment]
 
 
 class AuditAnswerPublic(BaseModel):

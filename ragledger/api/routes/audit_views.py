@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, cast
 
 import structlog
 from fastapi import APIRouter, Query, Request
@@ -109,7 +109,7 @@ async def list_events(
 ) -> AuditEventPage:
     """The ledger, newest or oldest first, with signed keyset cursors (auditor, admin)."""
     # fastapi-pagination injects the page's params (cursor, size) for this route.
-    params = resolve_params()
+    params: AuditCursorParams = resolve_params()
     assert isinstance(params, AuditCursorParams)
     filters = EventFilters.build(
         event_types=event_type,
@@ -143,6 +143,7 @@ async def list_events(
         items=[event_public(e) for e in page.items],
         total=None,
         current_page=page.current_page,
+        current_page_backwards=None,
         next_page=page.next_page,
         previous_page=page.previous_page,
     )
@@ -193,13 +194,19 @@ async def list_answers(
         max_groundedness=max_groundedness,
     )
     # fastapi-pagination injects the page's params (page, size) for this route.
-    params = resolve_params()
+    params: PageParams = resolve_params()
     assert isinstance(params, PageParams)
     found = await audit_queries.page_answers(
         session, filters=filters, page=params.page, size=params.size
     )
-    page = AuditAnswerPage.create(
-        [AuditAnswerPublic.model_validate(row) for row in found.items], params, total=found.total
+    # create() is typed as returning the library's Page; it builds an instance of cls.
+    page = cast(
+        AuditAnswerPage,
+        AuditAnswerPage.create(
+            [AuditAnswerPublic.model_validate(row) for row in found.items],
+            params,
+            total=found.total,
+        ),
     )
     await audit_queries.record_view(
         session,

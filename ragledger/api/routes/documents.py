@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
 from fastapi_pagination.ext.sqlalchemy import apaginate
+from sqlalchemy import any_, literal
 
 from ragledger.api.app_services import app_services
 from ragledger.api.deps import NO_NUL, AdminUser, EmployeeUser, SessionDep, SettingsDep
@@ -184,7 +185,7 @@ async def list_documents(
     if status_filter is not None:
         query = query.where(documents_service.status_condition(status_filter, searchable))
     if group is not None:
-        query = query.where(DocumentRow.access_groups.any(group.lower()))
+        query = query.where(literal(group.lower()) == any_(DocumentRow.access_groups))
     query = query.order_by(DocumentRow.created_at.desc(), DocumentRow.document_id)
 
     def public(rows: Sequence[DocumentRow]) -> list[DocumentPublic]:
