@@ -42,7 +42,7 @@ from sqlalchemy import text
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import argument_parser, machine_info, report
 
-from ragledger.cli_corpus import corpus_documents
+from ragledger.cli.corpus import corpus_documents
 from ragledger.core.runtime import open_database
 from ragledger.core.settings import get_settings
 from ragledger.services.documents import Reader

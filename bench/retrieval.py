@@ -936,7 +936,7 @@ async def whole_path_section(
     queries: QuerySet,
     single_thread_questions: int,
 ) -> dict[str, Any]:
-    """Embed the question (warm model, no cache) + retrieve, as answering._run does.
+    """Embed the question (warm model, no cache) + retrieve, as the answer flow does.
 
     First with the process-wide embedder and the settings' torch threads (0: torch's
     default, every core), then, as a diagnostic, with a second embedder pinned to one

@@ -14,6 +14,7 @@ from fastapi_cache.backends.redis import RedisBackend
 from fastapi_pagination import add_pagination
 from redis.asyncio import Redis
 
+from ragledger.api.app_services import AppServices, app_services
 from ragledger.api.auth import build_fastapi_users
 from ragledger.api.background import BackgroundWork
 from ragledger.api.body_limit import BodyLimitMiddleware
@@ -87,9 +88,6 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = await open_database(settings)
         app.state.settings = settings
-        app.state.database = database
-        app.state.mailer = Mailer(settings)
-        app.state.background = BackgroundWork()
         events_redis = (
             Redis.from_url(
                 settings.redis_url,
@@ -99,7 +97,7 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
             if settings.redis_url
             else None
         )
-        app.state.security_events = SecurityEventRecorder(
+        security_events = SecurityEventRecorder(
             database.sessionmaker,
             window_s=settings.security_event_window_s,
             redis=events_redis,
@@ -107,19 +105,29 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
         )
         events_flusher = asyncio.create_task(
             # A few times per window, so a window's count is recorded soon after it ends.
-            flush_security_events(
-                app.state.security_events, max(1.0, settings.security_event_window_s / 4)
-            ),
+            flush_security_events(security_events, max(1.0, settings.security_event_window_s / 4)),
             name="security-event-flush",
-        )
-        app.state.signer = DigestSigner.from_settings(settings)
-        app.state.tokens = TokenService(
-            secret=settings.resolved_secret_key(),
-            lifetime_s=settings.access_token_lifetime_s,
         )
         limits = RateLimits.from_settings(settings, key_prefix=f"{settings.redis_key_prefix}rl")
         await limits.prepare()
         limits.on_exceeded = record_rate_limit_exceeded
+        services = AppServices(
+            database=database,
+            mailer=Mailer(settings),
+            background=BackgroundWork(),
+            security_events=security_events,
+            signer=DigestSigner.from_settings(settings),
+            tokens=TokenService(
+                secret=settings.resolved_secret_key(),
+                lifetime_s=settings.access_token_lifetime_s,
+            ),
+            rate_limits=limits,
+            shutdown=ShutdownSignal(),
+        )
+        app.state.services = services
+        # The console (web/) still reads these by name; rate_limited() reads rate_limits.
+        app.state.database = database
+        app.state.signer = services.signer
         app.state.rate_limits = limits
         cache_redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         FastAPICache.init(
@@ -135,7 +143,7 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
             runner_task = asyncio.create_task(runner.run(), name="subscriber-runner")
             background = [
                 asyncio.create_task(
-                    scheduled_digests(database.sessionmaker, app.state.signer, settings),
+                    scheduled_digests(database.sessionmaker, services.signer, settings),
                     name="scheduled-digests",
                 ),
                 asyncio.create_task(
@@ -147,12 +155,11 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
                     name="subscriber-alerts",
                 ),
                 asyncio.create_task(
-                    scheduled_tree_heads(database.sessionmaker, app.state.signer, settings),
+                    scheduled_tree_heads(database.sessionmaker, services.signer, settings),
                     name="scheduled-tree-heads",
                 ),
             ]
-        app.state.shutdown = ShutdownSignal()
-        app.state.shutdown.install()
+        services.shutdown.install()
         loop_lag = asyncio.create_task(monitor_event_loop_lag(), name="event-loop-lag")
         warm_llm: asyncio.Task[None] | None = None
         if (settings.llm_model or "").startswith("ragledger-local/") and settings.llm_warm_up:
@@ -164,15 +171,15 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
         try:
             yield
         finally:
-            app.state.shutdown.uninstall()
+            services.shutdown.uninstall()
             loop_lag.cancel()
             # Mails asked for just before shutdown still leave (or fail in the log).
-            await app.state.background.aclose(timeout_s=settings.mail_timeout_s)
+            await services.background.aclose(timeout_s=settings.mail_timeout_s)
             events_flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await events_flusher
             # This process's windows end with it: record what they held back.
-            await app.state.security_events.flush_due(everything=True)
+            await security_events.flush_due(everything=True)
             if events_redis is not None:
                 await events_redis.aclose()
             if runner is not None and runner_task is not None:
@@ -287,7 +294,7 @@ async def record_rate_limit_exceeded(
     user = getattr(request.state, "user", None)
     metadata = event_metadata(request)
     user_key = user.id if user is not None else "-"
-    await request.app.state.security_events.record(
+    await app_services(request.app).security_events.record(
         RateLimitExceeded(
             scope=scope,
             method=cap(request.method, MAX_METHOD_CHARS) or "",

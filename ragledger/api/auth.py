@@ -11,6 +11,7 @@ from fastapi_users.authentication import AuthenticationBackend, BearerTransport,
 from fastapi_users.exceptions import InvalidResetPasswordToken, InvalidVerifyToken
 from fastapi_users_db_sqlalchemy import SQLAlchemyUserDatabase
 
+from ragledger.api.app_services import app_services
 from ragledger.api.deps import SessionDep
 from ragledger.api.request_context import event_metadata
 from ragledger.events import store
@@ -64,7 +65,7 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
         self.reset_password_token_secret = secret
         self.verification_token_secret = secret
         self._settings = settings
-        self._mailer = request.app.state.mailer
+        self._mailer = app_services(request.app).mailer
 
     @property
     def session(self) -> Any:
@@ -166,7 +167,7 @@ async def get_user_manager(
 
 def build_fastapi_users(secret: str, lifetime_s: int) -> FastAPIUsers[User, uuid.UUID]:
     """fastapi-users with the bearer JWT backend (used for its reset and verify routers)."""
-    backend = AuthenticationBackend(
+    backend: AuthenticationBackend[User, uuid.UUID] = AuthenticationBackend(
         name="jwt",
         transport=BearerTransport(tokenUrl=LOGIN_PATH),
         get_strategy=lambda: JWTStrategy(secret=secret, lifetime_seconds=lifetime_s),

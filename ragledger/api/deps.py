@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ragledger.api.app_services import AppServices, app_services
 from ragledger.api.browser_session import SAFE_METHODS, SESSION_COOKIE, Viewer, check_csrf
 from ragledger.core.database import session_scope
 from ragledger.core.runtime import Database
@@ -27,9 +28,17 @@ from ragledger.services.tokens import TokenClaims, TokenService
 NO_NUL = r"^[^\x00]*$"
 
 
-async def get_database(request: Request) -> Database:
+async def get_services(request: Request) -> AppServices:
+    """The database and helpers the app's lifespan opened."""
+    return app_services(request.app)
+
+
+ServicesDep = Annotated[AppServices, Depends(get_services)]
+
+
+async def get_database(services: ServicesDep) -> Database:
     """The process's database handles, set up by the app's lifespan."""
-    return request.app.state.database
+    return services.database
 
 
 async def get_settings_dep(request: Request) -> Settings:
@@ -37,9 +46,11 @@ async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
-async def get_token_service(request: Request) -> TokenService:
+async def get_token_service(
+    services: Annotated[AppServices, Depends(get_services)],
+) -> TokenService:
     """Issues and checks access tokens."""
-    return request.app.state.tokens
+    return services.tokens
 
 
 async def get_session(

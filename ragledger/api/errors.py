@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
+from ragledger.api.app_services import app_services
 from ragledger.api.request_context import event_metadata
 from ragledger.events.access import AccessDenied
 from ragledger.events.codec import CanonicalEncodingError
@@ -107,7 +108,7 @@ async def _record_denial(
     required = exc.required_roles if isinstance(exc, PermissionDeniedError) else ()
     metadata = event_metadata(request)
     # One event per source and window, with a count: bogus tokens are free to send.
-    await request.app.state.security_events.record(
+    await app_services(request.app).security_events.record(
         AccessDenied(
             user_id=exc.user_id,  # type: ignore[arg-type]
             method=cap(request.method, MAX_METHOD_CHARS) or "",

@@ -182,7 +182,12 @@ class SubscriberRunner:
                 task.cancel()
             await asyncio.gather(listener, *consumers, return_exceptions=True)
 
-    def _wake_all(self, *args: object) -> None:
+    @property
+    def listener_ready(self) -> bool:
+        """Whether the listener is connected and knows the ledger's head."""
+        return self._typed_up_to is not None
+
+    def on_notify(self, *args: object) -> None:
         """A NOTIFY (connection, pid, channel, head) or a reconnect (no arguments).
 
         With the listener's type lookup running, a new head only asks it to look up the
@@ -216,7 +221,7 @@ class SubscriberRunner:
         """On each new head, find which event types arrived and wake whom they concern."""
         self._typed_up_to = await connection.fetchval(_HEAD_POSITION)
         # Everyone looks once: events appended while (re)connecting sent no NOTIFY here.
-        self._wake_all()
+        self.on_notify()
         try:
             while not self._stop.is_set():
                 await self._look_up_types.wait()
@@ -241,7 +246,7 @@ class SubscriberRunner:
             connection: asyncpg.Connection | None = None
             try:
                 connection = await asyncpg.connect(dsn)
-                await connection.add_listener(NOTIFY_CHANNEL, self._wake_all)
+                await connection.add_listener(NOTIFY_CHANNEL, self.on_notify)
                 delay = self.config.backoff_initial_s
                 # A connection the server drops is noticed at once, not at the next poll.
                 lost = asyncio.Event()
@@ -380,9 +385,9 @@ class SubscriberRunner:
             # Caught up with the head this batch read: whatever was appended since has
             # notified (or the poll finds it), so there is no empty transaction to
             # run just to learn that nothing is new.
-            await self._wait_for_news(subscriber.name, position, last_batch_at=batch_at)
+            await self.wait_for_news(subscriber.name, position, last_batch_at=batch_at)
 
-    async def _wait_for_news(
+    async def wait_for_news(
         self, name: str, position: int, *, last_batch_at: float | None = None
     ) -> None:
         """Sleep until the ledger may hold events past `position`, or the poll interval.

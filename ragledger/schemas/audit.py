@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ragledger.core.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from ragledger.schemas.pagination import Page
-from ragledger.schemas.questions import ContextPublic, LedgerRef
+from ragledger.schemas.provenance import LedgerRef, ProvenancePublic
 
 
 class AuditEventPublic(BaseModel):
@@ -55,7 +55,8 @@ class AuditEventPage(CursorPage[AuditEventPublic]):
 
     __params_type__ = AuditCursorParams
 
-    total: int | None = Field(None, description="Not computed (always null).")
+    # The library's base page declares `total: int`; this page never counts.
+    total: int | None = Field(None, description="Not computed (always null).")  # type: ignore[assignment]
 
 
 class AuditAnswerPublic(BaseModel):
@@ -119,28 +120,9 @@ class AuditReadPublic(BaseModel):
     hash: str
 
 
-class AuditAnswerStory(BaseModel):
+class AuditAnswerStory(ProvenancePublic):
     """One question's whole story: its events, the exact context, the answer, its readers."""
 
-    question_id: uuid.UUID
-    question: str
-    asked_by: uuid.UUID
-    asked_at: datetime
-    status: str = Field(description="pending, answered, no_context or failed")
-    answer: str | None
-    failure_reason: str | None
-    model: str | None
-    usage: dict[str, int]
-    timings_ms: dict[str, int]
-    citations: list[int]
-    prompt_sha256: str | None
-    prompt_verified: bool | None = Field(
-        description="The prompt rebuilt from the ledger has the recorded hash."
-    )
-    removed_by_access_filter: int | None
-    retrieval_settings: dict[str, str]
-    context: list[ContextPublic]
-    feedback: list[dict[str, object]]
     events: list[AuditEventPublic] = Field(description="The question's stream, in full.")
     source_events: list[LedgerRef] = Field(
         description="The DocumentChunked events the context text was taken from."

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from ragledger.schemas.provenance import LedgerRef, ProvenancePublic
 
 
 class QuestionCreate(BaseModel):
@@ -67,66 +68,17 @@ class FeedbackCreate(BaseModel):
     comment: str | None = Field(default=None, max_length=2000)
 
 
-class ContextPublic(BaseModel):
-    """A context block exactly as the model saw it, rebuilt from the ledger."""
-
-    n: int
-    chunk_id: uuid.UUID
-    document_id: uuid.UUID
-    version: int
-    title: str | None = Field(description="None when withheld")
-    heading_path: list[str]
-    text: str | None = Field(description="None when withheld or not found in the ledger")
-    text_sha256: str
-    text_verified: bool
-    vector_rank: int | None
-    text_rank: int | None
-    similarity: str | None
-    fused_score: str
-    chunked_at_position: int | None
-    withheld: str | None = Field(
-        default=None,
-        description="Why title, headings and text are not shown to you now: "
-        "`access_revoked` (you may no longer read the document) or `retracted`",
-    )
-
-
-class LedgerRef(BaseModel):
-    """An event involved in the answer."""
-
-    position: int
-    event_type: str
-    stream_id: str
-    recorded_at: datetime
-    hash: str
-
-
-class AnswerPublic(BaseModel):
+class AnswerPublic(ProvenancePublic):
     """A question, its answer and its full provenance."""
 
     answer_id: uuid.UUID
-    question_id: uuid.UUID
-    question: str
-    asked_by: uuid.UUID
-    asked_at: datetime
-    status: str = Field(description="pending, answered, no_context or failed")
-    answer: str | None
     answer_withheld: str | None = Field(
         default=None,
         description="Why the answer is not shown to you now: a document in its context "
         "is no longer readable by you (`access_revoked`, `retracted`)",
     )
-    failure_reason: str | None
-    model: str | None
-    usage: dict[str, int]
     timings_ms: dict[str, int] = Field(
         description="Admins and auditors: every timing; others: the model's (ttft_ms, llm_ms)"
     )
-    citations: list[int]
-    prompt_sha256: str | None
-    prompt_verified: bool | None
     removed_by_access_filter: int | None = Field(description="Admins and auditors only")
-    retrieval_settings: dict[str, str]
-    context: list[ContextPublic]
-    feedback: list[dict[str, object]]
     events: list[LedgerRef]

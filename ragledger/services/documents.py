@@ -26,7 +26,7 @@ from ragledger.events.envelope import EventMetadata
 from ragledger.events.registry import registry
 from ragledger.models.documents import DocumentAccessRow, DocumentRow, DocumentVersionRow
 from ragledger.models.ledger import SubscriberCheckpoint
-from ragledger.models.users import Role
+from ragledger.models.users import Role, User
 from ragledger.services.document_access import record_access
 from ragledger.services.errors import ConflictError, InvalidInputError, NotFoundError
 from ragledger.services.extraction import ExtractionError, sniff_content_type
@@ -60,6 +60,11 @@ class Reader:
     def sees_everything(self) -> bool:
         """Admins manage every document and auditors audit them all."""
         return self.role in (Role.ADMIN.value, Role.AUDITOR.value)
+
+
+def reader_of(user: User) -> Reader:
+    """The reading rights of a user (the API, the console and the CLI all read them so)."""
+    return Reader(user_id=user.id, role=user.role, groups=tuple(user.groups or ()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@
 evaluation): extractive answers quote the context (services/extractive.py); generative
 ones come from the LLM and are then checked sentence by sentence
 (services/answer_support.py). Either declines, with the reason, when the context does
-not support an answer. The streamed flow (services/answering.py) uses the same pieces.
+not support an answer. The streamed flow (services/answering/) uses the same pieces.
 """
 
 from __future__ import annotations

@@ -99,7 +99,7 @@ _NO_CEILING = 2**63 - 1
 _YIELD_EVERY = 250
 # Remembered metadata and stream ids are forgotten past this many: a bound on memory
 # over a ledger of any length, far above what one append's events share.
-_CACHE_LIMIT = 4096
+CACHE_LIMIT = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +121,8 @@ class StoredEventEncoder:
     encoder only remembers the canonical form of values that recur between events.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, cache_limit: int = CACHE_LIMIT) -> None:
+        self._cache_limit = cache_limit
         self._metadata: dict[str, str] = {}
         self._streams: dict[str, str] = {}
         self._moment: datetime | None = None
@@ -143,13 +144,13 @@ class StoredEventEncoder:
         """The canonical bytes of one stored event."""
         metadata_json = self._metadata.get(metadata_text)
         if metadata_json is None:
-            if len(self._metadata) >= _CACHE_LIMIT:
+            if len(self._metadata) >= self._cache_limit:
                 self._metadata.clear()
             metadata_json = canonical_json(json.loads(metadata_text))
             self._metadata[metadata_text] = metadata_json
         stream_id_json = self._streams.get(stream_id)
         if stream_id_json is None:
-            if len(self._streams) >= _CACHE_LIMIT:
+            if len(self._streams) >= self._cache_limit:
                 self._streams.clear()
             stream_id_json = json.dumps(stream_id, ensure_ascii=False)
             self._streams[stream_id] = stream_id_json

@@ -104,7 +104,8 @@ class TokenService:
         revoked = exists().where(RevokedTokenRow.token_id == claims.token_id)
         row = (
             await session.execute(
-                select(User, revoked.label("revoked")).where(User.id == claims.user_id)
+                # fastapi-users types User.id as a plain UUID: the comparison reads as a bool.
+                select(User, revoked.label("revoked")).where(User.id == claims.user_id)  # type: ignore[arg-type]
             )
         ).first()
         if row is None:

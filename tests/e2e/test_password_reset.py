@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from ragledger.api.app import create_app
+from ragledger.api.app_services import app_services
 from ragledger.core.settings import Settings
 from ragledger.events import store
 from tests.e2e.conftest import PASSWORD, Account, login, make_account
@@ -71,7 +72,7 @@ async def test_the_answer_comes_before_the_work_and_tells_nothing(
             assert fake_smtp.messages == []
             await transaction.rollback()
         [mail] = await asyncio.to_thread(fake_smtp.wait_for, 1, 60.0)
-        await app.state.background.wait_idle()
+        await app_services(app).background.wait_idle()
     assert mail.rcpt_tos == ("emma@example.com",)
     [event] = await _requested(db)
     assert event.payload == {"user_id": str(emma.id)}
@@ -97,7 +98,7 @@ async def test_one_mail_per_account_per_interval_and_rate_limits(
         assert limited.status_code == 429
         assert limited.json()["detail"].startswith("rate limit exceeded")
         assert int(limited.headers["retry-after"]) >= 1
-        await app.state.background.wait_idle()
+        await app_services(app).background.wait_idle()
     # Three requests for the account, one mail: no mail bombing.
     assert len(fake_smtp.messages) == 1
     assert len(await _requested(db)) == 1
@@ -110,7 +111,7 @@ async def test_reset_requests_are_limited_per_client_address(db, settings) -> No
             (await client.post(FORGOT, json={"email": f"u{i}@example.com"})).status_code
             for i in range(3)
         ]
-        await app.state.background.wait_idle()
+        await app_services(app).background.wait_idle()
     assert statuses == [202, 202, 429]
 
 
@@ -121,7 +122,7 @@ async def test_without_smtp_the_log_names_the_mail_but_holds_no_token(db, settin
     configure_logging(level="DEBUG", fmt="json")
     async with running(settings) as (app, client):
         assert (await client.post(FORGOT, json={"email": emma.email})).status_code == 202
-        await app.state.background.wait_idle()
+        await app_services(app).background.wait_idle()
     captured = capsys.readouterr()
     logs = captured.out + captured.err
     [line] = [json.loads(x) for x in logs.splitlines() if "mail_logged_no_smtp" in x]
@@ -185,7 +186,7 @@ async def test_the_reset_work_keeps_argon2_off_the_event_loop(
         responses = await asyncio.gather(
             *(client.post(FORGOT, json={"email": a.email}) for a in accounts)
         )
-        await app.state.background.wait_idle()
+        await app_services(app).background.wait_idle()
     assert [r.status_code for r in responses] == [202] * count
     assert len(await _requested(db)) == count
     # One fingerprint per account, each computed beside the loop, never on it.

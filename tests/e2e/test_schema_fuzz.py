@@ -51,6 +51,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from ragledger.api.app_services import app_services
 from tests.e2e.conftest import Account, login, make_account
 from tests.e2e.test_documents import drain
 
@@ -261,7 +262,7 @@ async def test_every_operation_holds_to_the_schema(app, client, db, settings, ro
             if fresh_token:
                 # Logout revokes the token it is sent with, which would sign `me` out
                 # for the rest of the walk: each logout gets a token of its own.
-                token, _claims = app.state.tokens.issue(me.id)
+                token, _claims = app_services(app).tokens.issue(me.id)
                 headers = {"Authorization": f"Bearer {token}"}
             else:
                 headers = me.headers

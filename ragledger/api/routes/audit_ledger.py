@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
+from ragledger.api.app_services import app_services
 from ragledger.api.deps import AuditorUser, SessionDep
 from ragledger.api.errors import BODY_ERRORS, error_responses
 from ragledger.api.request_context import event_metadata
@@ -28,7 +29,7 @@ router = APIRouter(prefix="/audit", tags=["audit"], responses=error_responses(40
 
 
 def _signer(request: Request) -> DigestSigner:
-    return request.app.state.signer
+    return app_services(request.app).signer
 
 
 @router.get("/verify", response_model=VerificationPublic, responses=error_responses(422))
@@ -39,7 +40,7 @@ async def verify(
 ) -> VerificationPublic:
     """Recompute the hash chain and record LedgerVerified (auditor, admin)."""
     run = await ledger_audit.run_verification(
-        request.app.state.database.sessionmaker,
+        app_services(request.app).database.sessionmaker,
         _signer(request),
         full=full,
         metadata=event_metadata(request, auditor),
@@ -146,7 +147,7 @@ async def export(
     """Stream events as JSON Lines, then a signed digest of the last one (auditor, admin)."""
     first, last = await ledger_audit.export_range(session, from_position, to_position)
     lines = ledger_audit.export_lines(
-        request.app.state.database.sessionmaker,
+        app_services(request.app).database.sessionmaker,
         _signer(request),
         first=first,
         last=last,

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
+from ragledger.api.app_services import app_services
 from ragledger.api.deps import AuditorUser, SessionDep
 from ragledger.api.errors import error_responses
 from ragledger.api.request_context import event_metadata
@@ -73,7 +74,7 @@ async def sign_tree_head(
     """Sign the Merkle tree's current root now and record TreeHeadSigned (auditor, admin)."""
     head = await tree_heads.sign_tree_head(
         session,
-        request.app.state.signer,
+        app_services(request.app).signer,
         purpose="requested",
         metadata=event_metadata(request, auditor),
     )
@@ -125,8 +126,8 @@ async def consistency_proof(
 async def verify_from_last_tree_head(request: Request, auditor: AuditorUser) -> VerificationPublic:
     """Verify from the last signed tree head: proofs, then the chain after it (auditor, admin)."""
     result, start = await verify_from_tree_head(
-        request.app.state.database.sessionmaker,
-        request.app.state.signer,
+        app_services(request.app).database.sessionmaker,
+        app_services(request.app).signer,
         metadata=event_metadata(request, auditor),
     )
     return VerificationPublic(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, cast
 
 import structlog
 from fastapi import APIRouter, Query, Request
@@ -17,6 +17,7 @@ from fastapi_pagination import resolve_params
 
 from ragledger.api.deps import AuditorUser, SessionDep
 from ragledger.api.errors import error_responses
+from ragledger.api.provenance import ledger_ref, provenance_fields
 from ragledger.api.request_context import event_metadata
 from ragledger.events.envelope import RecordedEvent
 from ragledger.schemas.audit import (
@@ -35,7 +36,6 @@ from ragledger.schemas.audit import (
 )
 from ragledger.schemas.ledger_audit import MAX_POSITION
 from ragledger.schemas.pagination import PageParams
-from ragledger.schemas.questions import ContextPublic, LedgerRef
 from ragledger.services.audit.answer_pages import page_answers
 from ragledger.services.audit.cursor import Order
 from ragledger.services.audit.event_pages import clamp_size, page_events
@@ -85,17 +85,6 @@ def event_public(event: RecordedEvent) -> AuditEventPublic:
     )
 
 
-def ledger_ref(event: RecordedEvent) -> LedgerRef:
-    """A reference to a ledger event, without its payload."""
-    return LedgerRef(
-        position=event.position,
-        event_type=event.event_type,
-        stream_id=event.stream_id,
-        recorded_at=event.recorded_at,
-        hash=event.hash.hex(),
-    )
-
-
 @router.get("/events", response_model=AuditEventPage, responses=BAD_REQUEST)
 async def list_events(
     request: Request,
@@ -121,7 +110,7 @@ async def list_events(
 ) -> AuditEventPage:
     """The ledger, newest or oldest first, with signed keyset cursors (auditor, admin)."""
     # fastapi-pagination injects the page's params (cursor, size) for this route.
-    params = resolve_params()
+    params: AuditCursorParams = resolve_params()
     assert isinstance(params, AuditCursorParams)
     filters = EventFilters.build(
         event_types=event_type,
@@ -155,6 +144,7 @@ async def list_events(
         items=[event_public(e) for e in page.items],
         total=None,
         current_page=page.current_page,
+        current_page_backwards=None,
         next_page=page.next_page,
         previous_page=page.previous_page,
     )
@@ -205,11 +195,17 @@ async def list_answers(
         max_groundedness=max_groundedness,
     )
     # fastapi-pagination injects the page's params (page, size) for this route.
-    params = resolve_params()
+    params: PageParams = resolve_params()
     assert isinstance(params, PageParams)
     found = await page_answers(session, filters=filters, page=params.page, size=params.size)
-    page = AuditAnswerPage.create(
-        [AuditAnswerPublic.model_validate(row) for row in found.items], params, total=found.total
+    # create() is typed as returning the library's Page; it builds an instance of cls.
+    page = cast(
+        AuditAnswerPage,
+        AuditAnswerPage.create(
+            [AuditAnswerPublic.model_validate(row) for row in found.items],
+            params,
+            total=found.total,
+        ),
     )
     await record_view(
         session,
@@ -231,25 +227,8 @@ async def get_answer_story(
 ) -> AuditAnswerStory:
     """One question's whole story from the ledger, and who read it since (auditor, admin)."""
     story = await question_story(session, question_id, auditor_id=auditor.id)
-    p = story.provenance
     response = AuditAnswerStory(
-        question_id=p.question_id,
-        question=p.question,
-        asked_by=p.asked_by,
-        asked_at=p.asked_at,
-        status=p.status,
-        answer=p.answer,
-        failure_reason=p.failure_reason,
-        model=p.model,
-        usage=p.usage,
-        timings_ms=p.timings_ms,
-        citations=p.citations,
-        prompt_sha256=p.prompt_sha256,
-        prompt_verified=p.prompt_verified,
-        removed_by_access_filter=p.removed_by_access_filter,
-        retrieval_settings=p.retrieval_settings,
-        context=[ContextPublic(**block) for block in p.context],
-        feedback=p.feedback,
+        **provenance_fields(story.provenance),
         events=[event_public(e) for e in story.question_events],
         source_events=[ledger_ref(e) for e in story.source_events],
         reads=[

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import OAuth2PasswordRequestForm
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ragledger.api.app_services import app_services
 from ragledger.api.deps import CurrentUser, SessionDep, TokensDep, current_claims
 from ragledger.api.errors import error_responses
 from ragledger.api.rate_limits import RateScope
@@ -67,7 +68,7 @@ async def sign_in(
     # The ledger cannot hold NUL (no account's email has one: get_by_email finds none);
     # the attempt is counted and recorded with U+FFFD in its place.
     storable_email = email.replace("\x00", "\ufffd")
-    limits = request.app.state.rate_limits
+    limits = app_services(request.app).rate_limits
     await limits.enforce(request, RateScope.LOGIN_ADDRESS, client_ip(request))
     await limits.enforce(request, RateScope.LOGIN_ACCOUNT, storable_email.casefold())
 
@@ -87,7 +88,7 @@ async def sign_in(
                 user.hashed_password = new_hash
     if reason:
         await record_security_event(
-            request.app.state.database.sessionmaker,
+            app_services(request.app).database.sessionmaker,
             LoginFailed(
                 email=storable_email[:320], reason=reason, user_id=user.id if user else None
             ),

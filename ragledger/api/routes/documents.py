@@ -8,14 +8,15 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
 from fastapi_pagination.ext.sqlalchemy import apaginate
+from sqlalchemy import any_, literal
 
+from ragledger.api.app_services import app_services
 from ragledger.api.deps import NO_NUL, AdminUser, EmployeeUser, SessionDep, SettingsDep
 from ragledger.api.errors import BODY_ERRORS, error_responses
 from ragledger.api.rate_limits import RateScope
 from ragledger.api.request_context import event_metadata
 from ragledger.core.settings import Settings
 from ragledger.models.documents import DocumentRow
-from ragledger.models.users import User
 from ragledger.schemas.documents import (
     DocumentAccepted,
     DocumentAccessPublic,
@@ -26,7 +27,7 @@ from ragledger.schemas.documents import (
 )
 from ragledger.schemas.pagination import Page
 from ragledger.services import documents as documents_service
-from ragledger.services.documents import PayloadTooLargeError, Reader
+from ragledger.services.documents import PayloadTooLargeError, reader_of
 
 router = APIRouter(prefix="/documents", tags=["documents"], responses=error_responses(401))
 
@@ -37,11 +38,6 @@ UPLOAD_ERRORS = {
     422: "A missing or empty file, a title too long",
     429: "Upload rate limit",
 }
-
-
-def reader_of(user: User) -> Reader:
-    """The reading rights of a user."""
-    return Reader(user_id=user.id, role=user.role, groups=tuple(user.groups or ()))
 
 
 async def _read_capped(file: UploadFile, settings: Settings) -> bytes:
@@ -74,7 +70,7 @@ async def upload_document(
     public: Annotated[bool, Form(description="Every signed-in user may read it")] = False,
 ) -> DocumentAccepted:
     """Upload a new document; it is ingested in the background (admin)."""
-    await request.app.state.rate_limits.enforce(request, RateScope.UPLOAD, str(admin.id))
+    await app_services(request.app).rate_limits.enforce(request, RateScope.UPLOAD, str(admin.id))
     content = await _read_capped(file, settings)
     accepted = await documents_service.upload(
         session,
@@ -110,7 +106,7 @@ async def upload_version(
     public: Annotated[bool | None, Form(description="Omit to keep")] = None,
 ) -> DocumentAccepted:
     """Upload a new version; the old one stops being retrieved (admin)."""
-    await request.app.state.rate_limits.enforce(request, RateScope.UPLOAD, str(admin.id))
+    await app_services(request.app).rate_limits.enforce(request, RateScope.UPLOAD, str(admin.id))
     content = await _read_capped(file, settings)
     accepted = await documents_service.upload(
         session,
@@ -189,7 +185,7 @@ async def list_documents(
     if status_filter is not None:
         query = query.where(documents_service.status_condition(status_filter, searchable))
     if group is not None:
-        query = query.where(DocumentRow.access_groups.any(group.lower()))
+        query = query.where(literal(group.lower()) == any_(DocumentRow.access_groups))
     query = query.order_by(DocumentRow.created_at.desc(), DocumentRow.document_id)
 
     def public(rows: Sequence[DocumentRow]) -> list[DocumentPublic]:

@@ -7,6 +7,7 @@ import hmac
 import structlog
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
+from ragledger.api.app_services import app_services
 from ragledger.api.client_address import TrustedProxies
 from ragledger.core.metrics import render_latest, set_database_gauges
 from ragledger.core.settings import Settings
@@ -55,7 +56,7 @@ async def metrics(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     check_metrics_access(request, settings, request.app.state.metrics_networks)
     try:
-        async with request.app.state.database.sessionmaker() as session:
+        async with app_services(request.app).database.sessionmaker() as session:
             head, lags = await read_subscriber_lags(session, all_subscribers(settings))
             counts = await read_anomaly_counts(session)
         set_database_gauges(head, lags, counts)

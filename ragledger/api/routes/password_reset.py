@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, status
 
+from ragledger.api.app_services import app_services
 from ragledger.api.errors import BODY_ERRORS, error_responses
 from ragledger.api.rate_limits import RateScope
 from ragledger.api.request_context import client_ip, event_metadata
@@ -22,17 +23,17 @@ async def forgot_password(request: Request, body: ForgotPasswordCreate) -> None:
     """Mail a reset token if an active account has this address (public)."""
     # The answer is JSON `null` (no return value), as fastapi-users' own route gave.
     email = str(body.email)
-    limits = request.app.state.rate_limits
+    services = app_services(request.app)
+    limits = services.rate_limits
     await limits.enforce(request, RateScope.RESET_REQUEST_ADDRESS, client_ip(request))
     await limits.enforce(request, RateScope.RESET_REQUEST_ACCOUNT, email.casefold())
-    state = request.app.state
     # Answered before anything depends on the address: the lookup, the argon2
     # fingerprint and the mail happen afterwards, so no timing tells accounts apart.
-    state.background.spawn(
+    services.background.spawn(
         send_reset_mail(
-            sessionmaker=state.database.sessionmaker,
-            mailer=state.mailer,
-            settings=state.settings,
+            sessionmaker=services.database.sessionmaker,
+            mailer=services.mailer,
+            settings=request.app.state.settings,
             email=email,
             metadata=event_metadata(request),
         ),

@@ -12,14 +12,16 @@ import structlog
 from fastapi import APIRouter, Request, status
 from fastapi.responses import StreamingResponse
 
-from ragledger.api.deps import EmployeeUser, SessionDep, SettingsDep
+from ragledger.api.app_services import AppServices, app_services
+from ragledger.api.deps import EmployeeUser, ServicesDep, SessionDep, SettingsDep
 from ragledger.api.errors import BODY_ERRORS, error_responses
+from ragledger.api.provenance import ledger_ref, provenance_fields
 from ragledger.api.rate_limits import RateScope
 from ragledger.api.request_context import event_metadata
-from ragledger.api.routes.documents import reader_of
-from ragledger.api.shutdown import DRAIN, ShutdownSignal
+from ragledger.api.shutdown import DRAIN
 from ragledger.api.sse import KEEP_ALIVE, format_sse
 from ragledger.core.ids import uuid7
+from ragledger.core.settings import Settings
 from ragledger.events import store
 from ragledger.events.questions import (
     AnswerFeedbackGiven,
@@ -28,9 +30,7 @@ from ragledger.events.questions import (
 )
 from ragledger.schemas.questions import (
     AnswerPublic,
-    ContextPublic,
     FeedbackCreate,
-    LedgerRef,
     QuestionCreate,
     SearchCreate,
     SearchHit,
@@ -42,13 +42,14 @@ from ragledger.services.answering import (
     QuestionRequest,
     StreamEvent,
     answer_question,
+    question_request,
     retrieval_params,
     validate_question,
 )
 from ragledger.services.audit.recorded_views import record_view
+from ragledger.services.documents import reader_of
 from ragledger.services.embedding import get_embedder
 from ragledger.services.errors import ConflictError, PermissionDeniedError
-from ragledger.services.grounded_answers import resolve_mode
 from ragledger.services.provenance import load_provenance
 from ragledger.services.query_embedding import embed_query
 from ragledger.services.receipts import build_receipt
@@ -59,7 +60,7 @@ router = APIRouter(tags=["questions"])
 
 
 async def sse_stream(
-    request: QuestionRequest, app_state: object, keepalive_s: float
+    request: QuestionRequest, *, services: AppServices, settings: Settings
 ) -> AsyncIterator[bytes]:
     """Run the answer flow as a task and relay its events, with keep-alive comments.
 
@@ -69,13 +70,13 @@ async def sse_stream(
     it is cancelled as `server_shutdown` and the stream ends with an `error` event.
     """
     queue: asyncio.Queue[Any] = asyncio.Queue()
-    settings = app_state.settings  # type: ignore[attr-defined]
-    shutdown: ShutdownSignal = app_state.shutdown  # type: ignore[attr-defined]
+    shutdown = services.shutdown
+    keepalive_s = settings.sse_keepalive_s
     loop = asyncio.get_running_loop()
     flow = asyncio.create_task(
         answer_question(
             request,
-            sessionmaker=app_state.database.sessionmaker,  # type: ignore[attr-defined]
+            sessionmaker=services.database.sessionmaker,
             embedder=get_embedder(settings),
             settings=settings,
             emit=queue.put,
@@ -161,32 +162,24 @@ async def ask(
     body: QuestionCreate,
     session: SessionDep,
     settings: SettingsDep,
+    services: ServicesDep,
     user: EmployeeUser,
 ) -> StreamingResponse:
     """Ask a question; the answer streams with numbered citations (employee and up)."""
-    await request.app.state.rate_limits.enforce(request, RateScope.QUESTIONS, str(user.id))
-    reader = reader_of(user)
-    question, top_k, document_ids = await validate_question(
+    await services.rate_limits.enforce(request, RateScope.QUESTIONS, str(user.id))
+    asked = await question_request(
         session,
         question=body.question,
         top_k=body.top_k,
         document_ids=body.document_ids,
-        reader=reader,
-        settings=settings,
-    )
-    mode = resolve_mode(body.mode, settings)
-    question_request = QuestionRequest(
-        question_id=uuid7(),
-        question=question,
-        top_k=top_k,
-        document_ids=document_ids,
-        reader=reader,
+        mode=body.mode,
+        reader=reader_of(user),
         asker_id=user.id,
         metadata=event_metadata(request, user),
-        mode=mode,
+        settings=settings,
     )
     return StreamingResponse(
-        sse_stream(question_request, request.app.state, settings.sse_keepalive_s),
+        sse_stream(asked, services=services, settings=settings),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -206,7 +199,7 @@ async def search(
 ) -> SearchPublic:
     """Search the documents you may read, without asking the model (employee and up)."""
     # Each search embeds the query and appends an event: limited like questions.
-    await request.app.state.rate_limits.enforce(request, RateScope.SEARCH, str(user.id))
+    await app_services(request.app).rate_limits.enforce(request, RateScope.SEARCH, str(user.id))
     reader = reader_of(user)
     query, top_k, _ids = await validate_question(
         session,
@@ -274,35 +267,10 @@ async def get_answer(
     """An answer with its exact context and ledger positions (asker, auditors, admins)."""
     p = await load_provenance(session, answer_id, reader_of(user))
     response = AnswerPublic(
+        **provenance_fields(p),
         answer_id=p.question_id,
-        question_id=p.question_id,
-        question=p.question,
-        asked_by=p.asked_by,
-        asked_at=p.asked_at,
-        status=p.status,
-        answer=p.answer,
         answer_withheld=p.answer_withheld,
-        failure_reason=p.failure_reason,
-        model=p.model,
-        usage=p.usage,
-        timings_ms=p.timings_ms,
-        citations=p.citations,
-        prompt_sha256=p.prompt_sha256,
-        prompt_verified=p.prompt_verified,
-        removed_by_access_filter=p.removed_by_access_filter,
-        retrieval_settings=p.retrieval_settings,
-        context=[ContextPublic(**block) for block in p.context],
-        feedback=p.feedback,
-        events=[
-            LedgerRef(
-                position=e.position,
-                event_type=e.event_type,
-                stream_id=e.stream_id,
-                recorded_at=e.recorded_at,
-                hash=e.hash.hex(),
-            )
-            for e in p.events
-        ],
+        events=[ledger_ref(e) for e in p.events],
     )
     if p.asked_by != user.id:
         # An auditor or admin read someone else's answer: recorded like the audit route's.
@@ -335,7 +303,7 @@ async def get_receipt(
     """The answer's events with Merkle proofs in a signed tree head (asker, auditors, admins)."""
     receipt = await build_receipt(
         session,
-        request.app.state.signer,
+        app_services(request.app).signer,
         answer_id=answer_id,
         reader=reader_of(user),
         metadata=event_metadata(request, user),

@@ -274,7 +274,7 @@ async def test_a_notify_wakes_only_the_subscribers_that_handle_what_arrived(db) 
     async def started() -> bool:
         # Both consumers looked once at the empty ledger and the listener knows its head.
         checkpoints = [await _checkpoint(db, "numbers"), await _checkpoint(db, "letters")]
-        return runner._typed_up_to is not None and all(checkpoints)
+        return runner.listener_ready and all(checkpoints)
 
     try:
         await _eventually(started)
@@ -338,7 +338,7 @@ async def test_the_listener_comes_back_after_its_connection_is_killed(db) -> Non
     try:
 
         async def listening() -> bool:
-            started = runner._typed_up_to is not None and await _checkpoint(db, "recording")
+            started = runner.listener_ready and await _checkpoint(db, "recording")
             return bool(started) and len(await listener_pids()) == 1
 
         await _eventually(listening)

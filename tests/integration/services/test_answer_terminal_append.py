@@ -28,11 +28,9 @@ def _request() -> answering.QuestionRequest:
     )
 
 
-async def _ask(db, request, progress) -> None:
-    await answering._append(
-        db.sessionmaker,
-        request,
-        progress,
+async def _ask(record: answering.QuestionRecord) -> None:
+    request = record.request
+    await record.append(
         QuestionAsked(
             question_id=request.question_id,
             question=request.question,
@@ -68,8 +66,9 @@ async def _set_insert(db, allowed: bool) -> None:
 
 
 async def test_the_terminal_append_is_retried_until_the_database_takes_it(db) -> None:
-    request, progress = _request(), answering._Progress()
-    await _ask(db, request, progress)
+    request = _request()
+    record = answering.QuestionRecord(db.sessionmaker, request)
+    await _ask(record)
     await _set_insert(db, allowed=False)
 
     async def restore_soon() -> None:
@@ -77,21 +76,22 @@ async def test_the_terminal_append_is_retried_until_the_database_takes_it(db) ->
         await _set_insert(db, allowed=True)
 
     restoring = asyncio.create_task(restore_soon())
-    await answering._append(db.sessionmaker, request, progress, _failed(request), terminal=True)
+    await record.append(_failed(request), terminal=True)
     await restoring
     async with db.sessionmaker() as session:
         events = await store.read_stream(session, f"question-{request.question_id}")
     assert [e.event_type for e in events] == ["QuestionAsked", "AnswerFailed"]
-    assert progress.version == 2
+    assert record.version == 2
 
 
 async def test_other_appends_fail_at_once_and_store_nothing(db) -> None:
-    request, progress = _request(), answering._Progress()
-    await _ask(db, request, progress)
+    request = _request()
+    record = answering.QuestionRecord(db.sessionmaker, request)
+    await _ask(record)
     await _set_insert(db, allowed=False)
     try:
         with pytest.raises(SQLAlchemyError, match="permission denied"):
-            await answering._append(db.sessionmaker, request, progress, _failed(request))
+            await record.append(_failed(request))
     finally:
         await _set_insert(db, allowed=True)
     async with db.sessionmaker() as session:
@@ -122,25 +122,23 @@ async def test_a_failure_after_an_append_that_landed_unheard_still_records_the_o
 ) -> None:
     # ContextRetrieved committed, but the flow was cancelled before it heard so: its
     # idea of the stream's version is one behind. The outcome must still be recorded.
-    request, progress = _request(), answering._Progress()
-    await _ask(db, request, progress)
+    request = _request()
+    record = answering.QuestionRecord(db.sessionmaker, request)
+    await _ask(record)
     await store.append_autocommitted(
         db.sessionmaker, f"question-{request.question_id}", [_context(request)]
     )
-    await answering._record_failure(
-        db.sessionmaker, request, progress, "m", "client_disconnected", "gone", 0.0
-    )
+    await record.record_failure(model="m", reason="client_disconnected", detail="gone")
     assert await _types(db, request) == ["QuestionAsked", "ContextRetrieved", "AnswerFailed"]
-    assert progress.finished
+    assert record.finished
 
 
 async def test_a_failure_after_the_answer_was_recorded_leaves_the_answer_standing(db) -> None:
-    request, progress = _request(), answering._Progress()
-    await _ask(db, request, progress)
+    request = _request()
+    record = answering.QuestionRecord(db.sessionmaker, request)
+    await _ask(record)
     await store.append_autocommitted(
         db.sessionmaker, f"question-{request.question_id}", [_failed(request)]
     )
-    await answering._record_failure(
-        db.sessionmaker, request, progress, "m", "client_disconnected", "gone", 0.0
-    )
+    await record.record_failure(model="m", reason="client_disconnected", detail="gone")
     assert await _types(db, request) == ["QuestionAsked", "AnswerFailed"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from ragledger.cli_corpus import ensure_corpus
+from ragledger.cli.corpus import ensure_corpus
 from ragledger.events import store
 from ragledger.events.envelope import EventMetadata
 from ragledger.events.oversight import evaluation_stream

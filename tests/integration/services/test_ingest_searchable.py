@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from sqlalchemy import text
 
-from ragledger.cli_ingest import ingest_files
+from ragledger.cli.ingest_progress import ingest_files
 from ragledger.events.envelope import EventMetadata
 
 PARAGRAPHS = 1_000

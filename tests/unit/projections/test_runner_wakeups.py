@@ -26,31 +26,31 @@ async def _still_waiting(task: asyncio.Task[None]) -> bool:
 
 async def test_a_notify_for_a_passed_head_keeps_the_consumer_waiting() -> None:
     runner = _runner()
-    waiting = asyncio.create_task(runner._wait_for_news("a", position=10))
-    runner._wake_all(None, 1, "ragledger_events", "9")
-    runner._wake_all(None, 1, "ragledger_events", "10")
+    waiting = asyncio.create_task(runner.wait_for_news("a", position=10))
+    runner.on_notify(None, 1, "ragledger_events", "9")
+    runner.on_notify(None, 1, "ragledger_events", "10")
     assert await _still_waiting(waiting)
-    runner._wake_all(None, 1, "ragledger_events", "11")
+    runner.on_notify(None, 1, "ragledger_events", "11")
     await asyncio.wait_for(waiting, timeout=1)
 
 
 async def test_a_reconnected_listener_makes_every_consumer_look() -> None:
     runner = _runner()
-    a = asyncio.create_task(runner._wait_for_news("a", position=10))
-    b = asyncio.create_task(runner._wait_for_news("b", position=10))
+    a = asyncio.create_task(runner.wait_for_news("a", position=10))
+    b = asyncio.create_task(runner.wait_for_news("b", position=10))
     assert await _still_waiting(a)
-    runner._wake_all()  # what the listener does after (re)connecting: no payload
+    runner.on_notify()  # what the listener does after (re)connecting: no payload
     await asyncio.wait_for(asyncio.gather(a, b), timeout=1)
 
 
 async def test_the_poll_interval_ends_the_wait_without_any_notify() -> None:
     runner = _runner(poll_s=0.1)
-    await asyncio.wait_for(runner._wait_for_news("a", position=10), timeout=1)
+    await asyncio.wait_for(runner.wait_for_news("a", position=10), timeout=1)
 
 
 async def test_stop_ends_the_wait() -> None:
     runner = _runner()
-    waiting = asyncio.create_task(runner._wait_for_news("a", position=10))
+    waiting = asyncio.create_task(runner.wait_for_news("a", position=10))
     assert await _still_waiting(waiting)
     runner.stop()
     await asyncio.wait_for(waiting, timeout=1)
@@ -58,8 +58,8 @@ async def test_stop_ends_the_wait() -> None:
 
 async def test_a_malformed_payload_is_treated_as_a_reason_to_look() -> None:
     runner = _runner()
-    waiting = asyncio.create_task(runner._wait_for_news("a", position=10))
-    runner._wake_all(None, 1, "ragledger_events", "not-a-position")
+    waiting = asyncio.create_task(runner.wait_for_news("a", position=10))
+    runner.on_notify(None, 1, "ragledger_events", "not-a-position")
     await asyncio.wait_for(waiting, timeout=1)
 
 
@@ -80,10 +80,10 @@ async def test_a_minimum_batch_interval_defers_a_busy_subscriber_not_a_quiet_one
     # The tree's last batch began just now: news wakes it only 1 s after that batch.
     began = loop.time()
     tree = asyncio.create_task(
-        runner._wait_for_news("tree", position=10, last_batch_at=time.monotonic())
+        runner.wait_for_news("tree", position=10, last_batch_at=time.monotonic())
     )
     other = asyncio.create_task(
-        runner._wait_for_news("other", position=10, last_batch_at=time.monotonic())
+        runner.wait_for_news("other", position=10, last_batch_at=time.monotonic())
     )
     runner._wake_all(None, 1, "ragledger_events", "11")
     await asyncio.wait_for(other, timeout=0.5)
@@ -92,7 +92,7 @@ async def test_a_minimum_batch_interval_defers_a_busy_subscriber_not_a_quiet_one
     assert loop.time() - began >= 0.9
     # A batch long ago: the next news is taken at once.
     quiet = asyncio.create_task(
-        runner._wait_for_news("tree", position=11, last_batch_at=time.monotonic() - 5)
+        runner.wait_for_news("tree", position=11, last_batch_at=time.monotonic() - 5)
     )
     runner._wake_all(None, 1, "ragledger_events", "12")
     await asyncio.wait_for(quiet, timeout=0.5)

@@ -9,7 +9,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ragledger.events.codec import HashedFields, canonical_bytes, canonical_json
-from ragledger.services import ledger_verification
 from ragledger.services.ledger_verification import StoredEventEncoder
 from tests.unit.events.test_codec import json_text, json_values
 
@@ -42,8 +41,8 @@ def _stored_text(value: object) -> str:
     return json.dumps(value, separators=(", ", ": "), ensure_ascii=True)
 
 
-def _check(batch: list[tuple]) -> None:
-    encoder = StoredEventEncoder()
+def _check(batch: list[tuple], encoder: StoredEventEncoder | None = None) -> None:
+    encoder = encoder or StoredEventEncoder()
     for position, (event_id, stream, version, etype, schema, at, payload, metadata) in enumerate(
         batch, start=1
     ):
@@ -81,9 +80,4 @@ def test_encoder_bytes_equal_the_codecs(batch: list[tuple]) -> None:
 
 @given(events)
 def test_encoder_stays_exact_when_its_memory_is_full(batch: list[tuple]) -> None:
-    limit = ledger_verification._CACHE_LIMIT
-    ledger_verification._CACHE_LIMIT = 1
-    try:
-        _check(batch)
-    finally:
-        ledger_verification._CACHE_LIMIT = limit
+    _check(batch, StoredEventEncoder(cache_limit=1))

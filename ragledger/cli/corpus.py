@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from sqlalchemy import func, select
 
-from ragledger.cli_ingest import ingest_files
+from ragledger.cli.ingest_progress import ingest_files
 from ragledger.core.runtime import Database
 from ragledger.core.settings import Settings
 from ragledger.events.envelope import EventMetadata

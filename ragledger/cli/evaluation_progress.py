@@ -1,4 +1,7 @@
-"""`ragledger eval`: run an evaluation set, show a progress bar and a table, write JSON."""
+"""Run an evaluation set with a progress bar, show the table, write the JSON report.
+
+The work of `ragledger eval` (see `ragledger.cli.evaluation`), imported when it runs.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +14,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ragledger.cli_corpus import ensure_corpus
+from ragledger.cli.corpus import ensure_corpus
 from ragledger.core.runtime import Database
 from ragledger.core.settings import Settings
 from ragledger.events.envelope import EventMetadata
 from ragledger.services import users as users_service
-from ragledger.services.documents import Reader
+from ragledger.services.documents import Reader, reader_of
 from ragledger.services.embedding import get_embedder
 from ragledger.services.evaluation.dataset import Dataset
 from ragledger.services.evaluation.run import (
@@ -52,7 +55,7 @@ async def _asker(
             return Reader(view.id, view.role, tuple(view.groups)), view.id
         if user is None or not user.is_active:
             raise LookupError(f"no active user with email {email}")
-        return Reader(user.id, user.role, tuple(user.groups or ())), user.id
+        return reader_of(user), user.id
 
 
 async def evaluate(

@@ -1,4 +1,4 @@
-"""`ragledger audit receipt` and `ragledger audit witness` (registered in ragledger.cli)."""
+"""`ragledger audit`: the ledger export, an answer's receipt, and the witness."""
 
 from __future__ import annotations
 
@@ -11,23 +11,62 @@ from typing import Annotated, Any
 import httpx
 import typer
 
+from ragledger.cli._common import cli_metadata, command_settings, fail, with_database
+from ragledger.core.runtime import Database
+
 WITNESS_EXIT_ALARM = 1
 WITNESS_EXIT_UNREACHABLE = 2
 
+audit_app = typer.Typer(help="Exports for auditors.", no_args_is_help=True)
 
+
+@audit_app.command("export")
+def audit_export(
+    out: Annotated[Path, typer.Option(help="File to write the JSON Lines to.")],
+    from_position: Annotated[int | None, typer.Option("--from", min=1)] = None,
+    to_position: Annotated[int | None, typer.Option("--to", min=1)] = None,
+) -> None:
+    """Export the ledger as JSON Lines ending with a signed digest (as GET /audit/export)."""
+    from ragledger.services.errors import DomainError
+    from ragledger.services.ledger_audit import export_lines, export_range
+    from ragledger.services.signing import DigestSigner
+
+    settings = command_settings()
+
+    async def work(database: Database) -> int:
+        signer = DigestSigner.from_settings(settings)
+        async with database.sessionmaker() as session:
+            first, last = await export_range(session, from_position, to_position)
+        count = 0
+        with out.open("w", encoding="utf-8") as handle:
+            async for line in export_lines(
+                database.sessionmaker, signer, first=first, last=last, metadata=cli_metadata()
+            ):
+                handle.write(line)
+                count += 1
+        typer.echo(
+            f"exported positions {first}..{last} to {out}; public key {signer.public_key_b64()}"
+        )
+        return count
+
+    try:
+        with_database(work)
+    except DomainError as exc:
+        fail(f"error: {exc.detail}")
+
+
+@audit_app.command("receipt")
 def audit_receipt(
     answer_id: Annotated[uuid.UUID, typer.Argument(help="The answer (question) id.")],
     out: Annotated[Path, typer.Option(help="File to write the receipt (JSON) to.")],
 ) -> None:
     """Write an answer's receipt (as GET /answers/{id}/receipt, read as an operator)."""
-    from ragledger.cli import _cli_metadata, _fail, _settings, _with_database
-    from ragledger.core.runtime import Database
     from ragledger.services.documents import Reader
     from ragledger.services.errors import DomainError
     from ragledger.services.receipts import build_receipt
     from ragledger.services.signing import DigestSigner
 
-    settings = _settings()
+    settings = command_settings()
 
     async def work(database: Database) -> dict[str, Any]:
         signer = DigestSigner.from_settings(settings)
@@ -37,15 +76,15 @@ def audit_receipt(
                 signer,
                 answer_id=answer_id,
                 reader=Reader(user_id=None, role="admin", groups=()),
-                metadata=_cli_metadata(),
+                metadata=cli_metadata(),
             )
             await session.commit()
             return receipt
 
     try:
-        receipt = _with_database(work)
+        receipt = with_database(work)
     except DomainError as exc:
-        _fail(f"error: {exc.detail}")
+        fail(f"error: {exc.detail}")
     out.write_text(json.dumps(receipt, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     head = receipt["tree_head"]
     typer.echo(
@@ -69,6 +108,7 @@ def _unreachable(message: str) -> int:
     return WITNESS_EXIT_UNREACHABLE
 
 
+@audit_app.command("witness")
 def audit_witness(
     url: Annotated[str, typer.Option(help="The server's base URL, e.g. https://rag.example")],
     state: Annotated[Path, typer.Option(help="JSON file holding the last head seen and key")],

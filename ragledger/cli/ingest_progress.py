@@ -1,4 +1,8 @@
-"""Ingest files from disk (the `ragledger ingest` command) through the upload service."""
+"""Ingest files from disk through the upload service, with a progress bar and a summary.
+
+The work of `ragledger ingest` (see `ragledger.cli.ingest`), kept apart so that the
+command line does not import the projections and services until a command needs them.
+"""
 
 from __future__ import annotations
 
