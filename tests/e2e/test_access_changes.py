@@ -210,6 +210,9 @@ async def test_employees_see_no_cache_flags_timings_or_filter_counts(
     audited = (await http.get(f"/api/v1/answers/{answer_id}", headers=auditor.headers)).json()
     assert audited["removed_by_access_filter"] >= 1
     assert audited["retrieval_settings"]["query_embedding_cached"] == "true"
+    # How the context was ranked is on record: the re-ranking's depth and weights too.
+    assert audited["retrieval_settings"]["rerank_depth"] == "15"
+    assert audited["retrieval_settings"]["rerank_window_weight"] == "0.5"
     assert {"embed_ms", "retrieval_ms", "total_ms"} <= set(audited["timings_ms"])
     admin_done = dict(await ask(http, admin, question))["done"]
     assert {"embed_ms", "retrieval_ms", "total_ms"} <= set(admin_done["timings_ms"])

@@ -32,6 +32,9 @@ def retrieval_params(settings: Settings, top_k: int) -> RetrievalParams:
         max_scan_tuples=settings.hnsw_max_scan_tuples,
         fusion=settings.fusion,
         text_weight=settings.fusion_text_weight,
+        rerank_depth=settings.rerank_depth,
+        window_weight=settings.rerank_window_weight,
+        overlap_weight=settings.rerank_overlap_weight,
     )
 
 
@@ -113,6 +116,9 @@ async def retrieve_context(
                     "min_similarity": str(params.min_similarity),
                     "hnsw_ef_search": str(params.ef_search),
                     "hnsw_max_scan_tuples": str(params.max_scan_tuples),
+                    "rerank_depth": str(params.rerank_depth),
+                    "rerank_window_weight": str(params.window_weight),
+                    "rerank_overlap_weight": str(params.overlap_weight),
                     "query_embedding_cached": str(embedded.cached).lower(),
                 },
                 candidates_considered=result.candidates_considered,

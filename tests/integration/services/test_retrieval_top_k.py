@@ -26,9 +26,11 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return (v / np.linalg.norm(v)).astype(np.float32)
 
 
-@pytest.mark.parametrize("reranked", [False, True], ids=["fused", "window-reranked"])
-async def test_top_5_is_the_first_five_of_top_20(db, settings, reranked: bool) -> None:
-    embedder = get_embedder(settings) if reranked else None
+@pytest.mark.parametrize("mode", ["fused", "window-reranked", "rerank-off"])
+async def test_top_5_is_the_first_five_of_top_20(db, settings, mode: str) -> None:
+    # "rerank-off": an embedder is given, but RERANK_DEPTH=0 turns the re-ranking off.
+    reranked = mode == "window-reranked"
+    embedder = None if mode == "fused" else get_embedder(settings)
     rng = np.random.default_rng(11)
     query = _unit(rng.standard_normal(EMBEDDING_DIMENSIONS))
     async with db.sessionmaker() as session, session.begin():
@@ -68,7 +70,12 @@ async def test_top_5_is_the_first_five_of_top_20(db, settings, reranked: bool) -
                 )
             )
     tuned = settings.model_copy(
-        update={"retrieval_candidates": 6, "top_k_max": 20, "min_similarity": -1.0}
+        update={
+            "retrieval_candidates": 6,
+            "top_k_max": 20,
+            "min_similarity": -1.0,
+            "rerank_depth": 0 if mode == "rerank-off" else settings.rerank_depth,
+        }
     )
     found = {}
     for top_k in (5, 20):
@@ -82,9 +89,8 @@ async def test_top_5_is_the_first_five_of_top_20(db, settings, reranked: bool) -
                 embedder=embedder,
             )
         found[top_k] = [c.chunk_id for c in result.chunks]
-        if reranked:
-            # The windows were scored: the first candidates' fused scores changed.
-            assert result.rerank_ms > 0
+        # The windows were scored only when re-ranking is on.
+        assert (result.rerank_ms > 0) is reranked
     assert len(found[5]) == 5
     assert len(found[20]) == 20
     assert found[5] == found[20][:5]
