@@ -66,7 +66,6 @@ It prints a table and writes ``bench/results/audit.json``.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import itertools
 import json
@@ -92,9 +91,12 @@ from _common import (
     create_database,
     fmt,
     load_average,
+    machine_busy_s,
     machine_info,
     package_version,
     percentiles,
+    postmaster_pid,
+    process_tree_cpu_s,
     report,
     run_on_embedded_server,
     server_facts,
@@ -2044,38 +2046,6 @@ def carried_verification(output: Path) -> dict[str, Any]:
     return verification
 
 
-def _cpu_ticks_of(pids: Sequence[int]) -> dict[int, int]:
-    ticks: dict[int, int] = {}
-    for pid in pids:
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks[pid] = int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks
-
-
-def _postgres_pids(pgdata: Path) -> list[int]:
-    """The embedded server's postmaster (its -D is under `pgdata`) and its children."""
-    parents: dict[int, int] = {}
-    postmaster: int | None = None
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            stat = (entry / "stat").read_text()
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-            if postmaster is None and str(pgdata) in (entry / "cmdline").read_text():
-                postmaster = int(entry.name)
-    if postmaster is None:
-        return []
-    return [postmaster, *(pid for pid, parent in parents.items() if parent == postmaster)]
-
-
-def _machine_busy_s() -> float:
-    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
 class MachineShare:
     """CPU used by the machine, this process and the bench's PostgreSQL over a section.
 
@@ -2087,22 +2057,20 @@ class MachineShare:
         self._pgdata = pgdata
         self._start: tuple[float, float, float] = (0.0, 0.0, 0.0)
         self._end: tuple[float, float, float] = (0.0, 0.0, 0.0)
-        self._postgres_start: dict[int, int] = {}
+        self._postgres_start = 0.0
         self._postgres_s = 0.0
 
     def __enter__(self) -> MachineShare:
-        self._postgres_start = _cpu_ticks_of(_postgres_pids(self._pgdata))
-        self._start = (time.perf_counter(), _machine_busy_s(), time.process_time())
+        self._postgres_start = process_tree_cpu_s(postmaster_pid(self._pgdata))
+        self._start = (time.perf_counter(), machine_busy_s(), time.process_time())
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        self._end = (time.perf_counter(), _machine_busy_s(), time.process_time())
-        # Per process alive at the end: what it used since the start (or since it
-        # began). Backends that exited meanwhile are not counted: an undercount of
-        # PostgreSQL's share, so an overcount of the others', on the safe side.
-        ticks = _cpu_ticks_of(_postgres_pids(self._pgdata))
-        used = sum(t - self._postgres_start.get(pid, 0) for pid, t in ticks.items())
-        self._postgres_s = max(0, used) / os.sysconf("SC_CLK_TCK")
+        self._end = (time.perf_counter(), machine_busy_s(), time.process_time())
+        # The server, its reaped children and its live ones: backends that exited
+        # meanwhile count too.
+        used = process_tree_cpu_s(postmaster_pid(self._pgdata)) - self._postgres_start
+        self._postgres_s = max(0.0, used)
 
     def figures(self) -> dict[str, Any]:
         """CPU seconds by whom, and whether the section ran contended."""

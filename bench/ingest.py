@@ -67,8 +67,11 @@ from _common import (
     argument_parser,
     create_database,
     fmt,
+    machine_busy_s,
     machine_info,
     package_version,
+    postmaster_pid,
+    process_tree_cpu_s,
     report,
     run_on_embedded_server,
     server_facts,
@@ -374,23 +377,6 @@ class RssSampler:
         self.peak_mib = max(self.peak_mib, rss_mib())
 
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def _proc_cpu_ticks(pid: int, *, with_children: bool = False) -> tuple[int, int] | None:
-    """(parent pid, utime + stime [+ reaped children's]) of a process, in clock ticks."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(")") + 2 :].split()
-    # After the name: state ppid ... utime(12th) stime cutime cstime (0-based 11..14).
-    ticks = int(fields[11]) + int(fields[12])
-    if with_children:
-        ticks += int(fields[13]) + int(fields[14])
-    return int(fields[1]), ticks
-
-
 @dataclass(frozen=True)
 class CpuSnapshot:
     """CPU seconds used so far: by the machine, this process and the PostgreSQL server."""
@@ -412,39 +398,14 @@ class CpuMeter:
     def __init__(self, pgdata: Path) -> None:
         self.pgdata = pgdata
 
-    def _postmaster_pid(self) -> int | None:
-        try:
-            return int((self.pgdata / "postmaster.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-
-    def _postgres_ticks(self) -> int:
-        postmaster = self._postmaster_pid()
-        if postmaster is None:
-            return 0
-        own = _proc_cpu_ticks(postmaster, with_children=True)
-        total = own[1] if own else 0
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            stat = _proc_cpu_ticks(int(entry.name))
-            if stat is not None and stat[0] == postmaster:
-                total += stat[1]
-        return total
-
     def snapshot(self) -> CpuSnapshot:
         """CPU seconds so far."""
-        busy = 0
-        with contextlib.suppress(OSError):
-            first = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, first[:8])
-            busy = user + nice + system + irq + softirq + steal
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return CpuSnapshot(
             wall=time.perf_counter(),
-            machine_busy_s=busy / _CLK_TCK,
+            machine_busy_s=machine_busy_s(),
             process_s=usage.ru_utime + usage.ru_stime,
-            postgres_s=self._postgres_ticks() / _CLK_TCK,
+            postgres_s=process_tree_cpu_s(postmaster_pid(self.pgdata)),
         )
 
     @staticmethod

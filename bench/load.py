@@ -105,9 +105,12 @@ import asyncpg
 import numpy as np
 from _common import (
     fmt,
+    machine_busy_s,
     machine_info,
     package_version,
     percentiles,
+    process_cpu_s,
+    process_tree_cpu_s,
     start_server,
     write_results,
 )
@@ -383,50 +386,6 @@ def linear_trend(times_s: Sequence[float], values: Sequence[float]) -> dict[str,
 
 
 # --- Machine and process readings ------------------------------------------------------------
-
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def _proc_stat(pid: int) -> tuple[int, int, int] | None:
-    """(ppid, own CPU ticks, reaped children's CPU ticks) of a process."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(")") + 2 :].split()
-    # After the name: state ppid ... utime(11) stime(12) cutime(13) cstime(14), 0-based.
-    return int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
-
-
-def process_cpu_s(pid: int | None) -> float:
-    """CPU seconds used by one live process (0 when it is gone)."""
-    stat = _proc_stat(pid) if pid else None
-    return stat[1] / _CLK_TCK if stat else 0.0
-
-
-def process_tree_cpu_s(root_pid: int | None) -> float:
-    """CPU seconds of a process, its reaped children and its live children."""
-    if not root_pid:
-        return 0.0
-    root = _proc_stat(root_pid)
-    if root is None:
-        return 0.0
-    ticks = root[1] + root[2]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != root_pid:
-            stat = _proc_stat(int(entry.name))
-            if stat is not None and stat[0] == root_pid:
-                ticks += stat[1]
-    return ticks / _CLK_TCK
-
-
-def machine_busy_s() -> float:
-    """CPU seconds the whole machine has been busy (all cores, /proc/stat)."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    values = [int(v) for v in fields]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)
-    # guest time is already counted in user time.
-    return (sum(values[:8]) - idle) / _CLK_TCK
 
 
 def process_memory(pid: int) -> dict[str, float]:
