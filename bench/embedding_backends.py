@@ -33,7 +33,7 @@ from _common import argument_parser, fmt, load_average, machine_info, package_ve
 
 from ragledger.projections.ingestion import embedding_input
 from ragledger.services.chunking import chunk_document
-from ragledger.services.embedding import LocalEmbedder, _local_token_counter, local_model_dir
+from ragledger.services.embedding import LocalEmbedder, local_model_dir, local_token_counter
 from ragledger.services.evaluation.dataset import corpus_paths, holds_evidence, load_dataset
 from ragledger.services.extraction import extract_text, sniff_content_type
 from ragledger.services.onnx_embedding import OnnxEmbedder
@@ -47,7 +47,7 @@ BATCH_SIZE = 8  # Settings.embedding_batch_size
 def corpus_chunks() -> tuple[list[str], list[str]]:
     """(what ingestion embeds, the chunk text) for every chunk of the evaluation corpus."""
     dataset = load_dataset(DATASET)
-    count = _local_token_counter()
+    count = local_token_counter()
     inputs, texts = [], []
     for path in corpus_paths(dataset.corpus):
         data = path.read_bytes()

@@ -14,12 +14,12 @@ from ragledger.core.settings import Settings
 from ragledger.services.embedding import (
     LOCAL_MODEL_NAME,
     EmbeddingError,
-    LiteLLMEmbedder,
     LocalEmbedder,
     get_embedder,
     local_model_dir,
     model_files_sha256,
 )
+from ragledger.services.litellm_embedding import LiteLLMEmbedder
 from tests.fakes.openai_server import FakeOpenAI
 from tests.off_loop import CallSpy, spy_on
 
