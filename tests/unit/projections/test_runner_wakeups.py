@@ -85,7 +85,7 @@ async def test_a_minimum_batch_interval_defers_a_busy_subscriber_not_a_quiet_one
     other = asyncio.create_task(
         runner.wait_for_news("other", position=10, last_batch_at=time.monotonic())
     )
-    runner._wake_all(None, 1, "ragledger_events", "11")
+    runner.on_notify(None, 1, "ragledger_events", "11")
     await asyncio.wait_for(other, timeout=0.5)
     assert not tree.done()
     await asyncio.wait_for(tree, timeout=2)
@@ -94,5 +94,5 @@ async def test_a_minimum_batch_interval_defers_a_busy_subscriber_not_a_quiet_one
     quiet = asyncio.create_task(
         runner.wait_for_news("tree", position=11, last_batch_at=time.monotonic() - 5)
     )
-    runner._wake_all(None, 1, "ragledger_events", "12")
+    runner.on_notify(None, 1, "ragledger_events", "12")
     await asyncio.wait_for(quiet, timeout=0.5)
