@@ -1240,9 +1240,11 @@ def event_params(filters: dict[str, Any], order: str) -> list[tuple[str, str]]:
     return params
 
 
-def answer_params(filters: dict[str, Any], page: int) -> list[tuple[str, str]]:
+def answer_params(
+    filters: dict[str, Any], page: int, *, size: int = PAGE_SIZE
+) -> list[tuple[str, str]]:
     """The query string of /audit/answers for AnswerFilters.build(**filters)."""
-    params = [("page", str(page)), ("size", str(PAGE_SIZE))]
+    params = [("page", str(page)), ("size", str(size))]
     if "asked_by" in filters:
         params.append(("user", str(filters["asked_by"])))
     if "document_id" in filters:

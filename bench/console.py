@@ -69,6 +69,7 @@ from audit import (
     SERVER_SETTINGS,
     Fixtures,
     LedgerGenerator,
+    answer_params,
     event_filter_sets,
     event_params,
     fixtures,
@@ -287,23 +288,6 @@ def console_answer_params(filters: dict[str, Any], page: int) -> list[tuple[str,
     return params
 
 
-def api_answer_params(filters: dict[str, Any], page: int) -> list[tuple[str, str]]:
-    """The query string of /api/v1/audit/answers for the same filters and page size."""
-    params = [("page", str(page)), ("size", str(CONSOLE_PAGE_SIZE))]
-    if "asked_by" in filters:
-        params.append(("user", str(filters["asked_by"])))
-    if "document_id" in filters:
-        params += [("document", str(filters["document_id"])), ("document_match", "context")]
-    if "asked_from" in filters:
-        params.append(("from", _iso(filters["asked_from"])))
-    if "asked_to" in filters:
-        params.append(("to", _iso(filters["asked_to"])))
-    params += [("status", s) for s in filters.get("statuses", ())]
-    if "without_citation" in filters:
-        params.append(("without_citation", str(filters["without_citation"]).lower()))
-    return params
-
-
 def console_event_params(filters: dict[str, Any], order: str) -> list[tuple[str, str]]:
     """The query string of the console's /audit/ledger for EventFilters.build(**filters)."""
     params = [("order", order), ("size", str(LEDGER_PAGE_SIZE))]
@@ -344,7 +328,7 @@ def pairs(
             filters = draw(rng)
             return (
                 Request("/audit/answers", console_answer_params(filters, 1)),
-                Request("/api/v1/audit/answers", api_answer_params(filters, 1)),
+                Request("/api/v1/audit/answers", answer_params(filters, 1, size=CONSOLE_PAGE_SIZE)),
                 "page 1",
             )
 
@@ -354,7 +338,9 @@ def pairs(
             page = rng.randint(min(2, pages), pages)
             return (
                 Request("/audit/answers", console_answer_params(filters, page)),
-                Request("/api/v1/audit/answers", api_answer_params(filters, page)),
+                Request(
+                    "/api/v1/audit/answers", answer_params(filters, page, size=CONSOLE_PAGE_SIZE)
+                ),
                 f"page {page} of {pages}",
             )
 
