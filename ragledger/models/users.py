@@ -49,3 +49,9 @@ class RevokedTokenRow(Base):
     user_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# fastapi-users declares id, email and is_active as plain values to type checkers, so an
+# SQL expression on `User.email` reads as a bool or a str. The table's columns are the
+# same columns, typed as SQL expressions: queries use these.
+USER_COLUMNS = User.__table__.c

@@ -50,7 +50,7 @@ from ragledger.events.oversight import (
 )
 from ragledger.events.registry import registry
 from ragledger.models.oversight import NotifierAttemptRow, NotifierWindowRow
-from ragledger.models.users import Role, User
+from ragledger.models.users import USER_COLUMNS, Role, User
 from ragledger.projections.subscriber import Reactor
 from ragledger.services.anomaly_mail import AnomalyFacts, compose_anomaly_mail
 from ragledger.services.mail import Mailer
@@ -236,11 +236,10 @@ class NotifierReactor(Reactor):
         )
 
     async def _admin_emails(self, session: AsyncSession) -> list[str]:
-        # fastapi-users declares email and is_active to type checkers as plain values.
         result = await session.scalars(
-            select(User.email)  # type: ignore[call-overload]
-            .where(User.role == Role.ADMIN.value, User.is_active.is_(True))  # type: ignore[attr-defined]
-            .order_by(User.email)
+            select(USER_COLUMNS.email)
+            .where(User.role == Role.ADMIN.value, USER_COLUMNS.is_active.is_(True))
+            .order_by(USER_COLUMNS.email)
         )
         return list(result.all())
 

@@ -146,7 +146,8 @@ def normalise_rows(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     # Same floor as torch.nn.functional.normalize, which sentence-transformers uses.
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+    scaled: np.ndarray = (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+    return scaled
 
 
 def _set_offline_environment() -> None:

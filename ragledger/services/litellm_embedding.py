@@ -160,7 +160,8 @@ def _as_mapping(item: Any) -> dict[str, Any]:
     if isinstance(item, dict):
         return item
     if hasattr(item, "model_dump"):
-        return item.model_dump()
+        dumped: dict[str, Any] = item.model_dump()
+        return dumped
     return dict(item)
 
 

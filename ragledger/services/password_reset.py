@@ -28,7 +28,7 @@ from ragledger.events import store
 from ragledger.events.access import PasswordResetRequested, user_stream
 from ragledger.events.envelope import EventMetadata
 from ragledger.models.ledger import EventRow
-from ragledger.models.users import User
+from ragledger.models.users import USER_COLUMNS, User
 from ragledger.services.mail import Mailer
 from ragledger.services.users import hash_password
 
@@ -82,7 +82,7 @@ async def send_reset_mail(
     deactivated, or one was mailed within the interval; record the mail that left."""
     async with sessionmaker() as session, session.begin():
         user = await session.scalar(
-            select(User).where(func.lower(User.email) == email.lower()).with_for_update()
+            select(User).where(func.lower(USER_COLUMNS.email) == email.lower()).with_for_update()
         )
         if user is None:
             outcome: ResetOutcome = "no_account"

@@ -66,7 +66,9 @@ async def _covering_head(
     return None
 
 
-async def _readable(session: AsyncSession, reader: Reader, document_ids: set[uuid.UUID]) -> set:
+async def _readable(
+    session: AsyncSession, reader: Reader, document_ids: set[uuid.UUID]
+) -> set[uuid.UUID]:
     if reader.sees_everything or not document_ids:
         return document_ids
     query = readable_documents(reader).where(DocumentRow.document_id.in_(document_ids))

@@ -103,7 +103,7 @@ _WORD_RANK = "ts_rank(c.tsv, words.q, 1)"
 _READABLE = GROUP_READABLE_SQL
 
 
-def _scope(document_ids: Sequence[uuid.UUID] | None) -> tuple[str, dict]:
+def _scope(document_ids: Sequence[uuid.UUID] | None) -> tuple[str, dict[str, object]]:
     """The chunks a search may return to anyone: searchable, not retracted, asked for."""
     clauses = ["c.searchable", LIVE_SQL]
     params: dict[str, object] = {}
@@ -113,7 +113,9 @@ def _scope(document_ids: Sequence[uuid.UUID] | None) -> tuple[str, dict]:
     return " AND ".join(clauses), params
 
 
-def _filters(reader: Reader, document_ids: Sequence[uuid.UUID] | None) -> tuple[str, dict]:
+def _filters(
+    reader: Reader, document_ids: Sequence[uuid.UUID] | None
+) -> tuple[str, dict[str, object]]:
     where, params = _scope(document_ids)
     if not reader.sees_everything:
         where = f"{where} AND {_READABLE}"
@@ -215,7 +217,9 @@ class Candidates:
 UNFILTERED_DEPTH = 3
 
 
-def _candidates_sql(reader: Reader, document_ids: Sequence[uuid.UUID] | None) -> tuple[str, dict]:
+def _candidates_sql(
+    reader: Reader, document_ids: Sequence[uuid.UUID] | None
+) -> tuple[str, dict[str, object]]:
     """One statement for both retrievers and the access filter's count.
 
     Each retriever ranks the chunks first without the access filter, `depth` deep, and

@@ -22,7 +22,7 @@ import jwt
 from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ragledger.models.users import RevokedTokenRow, User
+from ragledger.models.users import USER_COLUMNS, RevokedTokenRow, User
 from ragledger.services.errors import AuthenticationError
 from ragledger.services.token_revocation import revoke_token
 
@@ -104,8 +104,7 @@ class TokenService:
         revoked = exists().where(RevokedTokenRow.token_id == claims.token_id)
         row = (
             await session.execute(
-                # fastapi-users types User.id as a plain UUID: the comparison reads as a bool.
-                select(User, revoked.label("revoked")).where(User.id == claims.user_id)  # type: ignore[arg-type]
+                select(User, revoked.label("revoked")).where(USER_COLUMNS.id == claims.user_id)
             )
         ).first()
         if row is None:

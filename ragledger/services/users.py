@@ -28,7 +28,7 @@ from ragledger.events.access import (
     user_stream,
 )
 from ragledger.events.envelope import EventMetadata
-from ragledger.models.users import Role, User
+from ragledger.models.users import USER_COLUMNS, Role, User
 from ragledger.services.errors import ConflictError, InvalidInputError, NotFoundError
 
 GROUP_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -142,7 +142,10 @@ async def get_by_email(session: AsyncSession, email: str) -> User | None:
         # PostgreSQL text cannot hold NUL, so no stored email has one, and the driver
         # refuses such a parameter outright (it was a 500 at login).
         return None
-    return await session.scalar(select(User).where(func.lower(User.email) == email.lower()))
+    user: User | None = await session.scalar(
+        select(User).where(func.lower(USER_COLUMNS.email) == email.lower())
+    )
+    return user
 
 
 async def create_user(
@@ -198,7 +201,7 @@ async def create_user(
 
 
 async def _locked(session: AsyncSession, user_id: uuid.UUID) -> User:
-    user = await session.scalar(select(User).where(User.id == user_id).with_for_update())
+    user = await session.scalar(select(User).where(USER_COLUMNS.id == user_id).with_for_update())
     if user is None:
         raise NotFoundError("user not found")
     return user
@@ -209,7 +212,7 @@ async def _active_admins(session: AsyncSession) -> int:
         await session.scalar(
             select(func.count())
             .select_from(User)
-            .where(User.role == Role.ADMIN.value, User.is_active.is_(True))
+            .where(User.role == Role.ADMIN.value, USER_COLUMNS.is_active.is_(True))
         )
         or 0
     )
@@ -278,7 +281,10 @@ async def list_groups(session: AsyncSession) -> list[tuple[str, int]]:
     """Every group in use with its number of active members."""
     group = func.unnest(User.groups).label("group")
     rows = await session.execute(
-        select(group, func.count()).where(User.is_active.is_(True)).group_by(group).order_by(group)
+        select(group, func.count())
+        .where(USER_COLUMNS.is_active.is_(True))
+        .group_by(group)
+        .order_by(group)
     )
     return [(row[0], row[1]) for row in rows]
 
@@ -291,14 +297,14 @@ def accounts_query(
     email: str | None = None,
 ) -> Select[tuple[User]]:
     """Accounts, oldest first, filtered; `email` is a case-insensitive substring."""
-    query = select(User).order_by(User.created_at, User.id)
+    query = select(User).order_by(User.created_at, USER_COLUMNS.id)
     if role is not None:
         query = query.where(User.role == role)
     if group is not None:
-        query = query.where(User.groups.any(group.lower()))
+        query = query.where(USER_COLUMNS.groups.any(group.lower()))
     if active is not None:
-        query = query.where(User.is_active.is_(active))
+        query = query.where(USER_COLUMNS.is_active.is_(active))
     if email:
         escaped = email.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        query = query.where(func.lower(User.email).like(f"%{escaped}%", escape="\\"))
+        query = query.where(func.lower(USER_COLUMNS.email).like(f"%{escaped}%", escape="\\"))
     return query

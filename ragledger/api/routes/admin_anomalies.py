@@ -10,6 +10,7 @@ from fastapi_pagination.ext.sqlalchemy import apaginate
 from ragledger.api.deps import NO_NUL, AdminUser, SessionDep
 from ragledger.api.errors import BODY_ERRORS, error_responses
 from ragledger.api.request_context import event_metadata
+from ragledger.events.anomaly_kinds import Rule, Severity
 from ragledger.schemas.anomalies import (
     AnomalyAcknowledge,
     AnomalyAcknowledgementPublic,
@@ -17,7 +18,6 @@ from ragledger.schemas.anomalies import (
 )
 from ragledger.schemas.pagination import Page
 from ragledger.services import anomalies as anomalies_service
-from ragledger.services.anomaly_rules import Rule, Severity
 
 router = APIRouter(prefix="/admin/anomalies", tags=["admin"], responses=error_responses(401, 403))
 

@@ -73,9 +73,10 @@ class _IncrementalDecoder:
         self._read_offset = 0
 
     def _decode(self, ids: list[int]) -> str:
-        return self._tokenizer.decode(
+        text: str = self._tokenizer.decode(
             ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
         )
+        return text
 
     def push(self, token_id: int) -> str:
         """Add one token; return the text it completes (often empty)."""
