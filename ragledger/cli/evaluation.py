@@ -33,6 +33,13 @@ def evaluate(
     if mode not in MODES:
         fail(f"error: --mode must be one of {', '.join(MODES)}", code=2)
     settings = command_settings()
+    if answers and mode == "generative" and settings.llm_model is None:
+        # Otherwise every question would record the answer path's "no_model" error.
+        fail(
+            "error: --mode generative needs a language model: set LLM_MODEL (the bundled "
+            "one is ragledger-local/smollm2-135m-instruct)",
+            code=2,
+        )
     try:
         loaded = load_dataset(dataset)
     except DatasetError as exc:

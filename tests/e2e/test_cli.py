@@ -20,6 +20,7 @@ from ragledger.events.envelope import NewEvent
 from tests.ledger_tampering import tamper
 
 RAGLEDGER = str(Path(sys.executable).parent / "ragledger")
+SHIPPED_DATASET = Path(__file__).resolve().parents[2] / "eval" / "python-docs.jsonl"
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -281,3 +282,24 @@ async def test_the_embedded_database_leaves_no_log_line_behind(tmp_path: Path) -
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.split() == ["olga@example.com", "admin", "active", "-"]
     assert listed.stderr == ""
+
+
+async def test_eval_refuses_a_mode_it_cannot_run_before_touching_the_ledger(
+    db, database_url: str, tmp_path: Path
+) -> None:
+    dataset = str(SHIPPED_DATASET)
+    env = _env(DATABASE_URL=database_url, RAGLEDGER_DATA_DIR=str(tmp_path))
+    env.pop("LLM_MODEL", None)
+    async with db.sessionmaker() as session:
+        before = await session.scalar(text("SELECT count(*) FROM events"))
+
+    # Generative answers with no model: exit 2 and what to set, not 119 "no_model" rows.
+    no_model = await _run("eval", dataset, "--mode", "generative", env=env)
+    assert no_model.returncode == 2
+    assert "--mode generative needs a language model: set LLM_MODEL" in no_model.stderr
+    unknown = await _run("eval", dataset, "--mode", "poetic", env=env)
+    assert unknown.returncode == 2
+    assert "--mode must be one of extractive, generative" in unknown.stderr
+
+    async with db.sessionmaker() as session:
+        assert await session.scalar(text("SELECT count(*) FROM events")) == before
