@@ -27,7 +27,6 @@ import asyncio
 import functools
 import hashlib
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +39,7 @@ import structlog
 
 from ragledger.core import metrics
 from ragledger.core.worker_thread import DaemonWorker
+from ragledger.services.torch_runtime import apply_torch_threads, set_offline_environment
 
 if TYPE_CHECKING:
     from ragledger.core.settings import Settings
@@ -148,38 +148,6 @@ def normalise_rows(vectors: np.ndarray) -> np.ndarray:
     # Same floor as torch.nn.functional.normalize, which sentence-transformers uses.
     scaled: np.ndarray = (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
     return scaled
-
-
-def _set_offline_environment() -> None:
-    """Forbid Hugging Face libraries from reaching the network, before they are imported."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    # A tokenizers pool forked with the process deadlocks; our one worker needs none.
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-_torch_threads_lock = threading.Lock()
-_torch_threads_applied: int | None = None
-
-
-def _apply_torch_threads(threads: int) -> None:
-    """Set torch's intra-op thread count once per process, from the embedding worker.
-
-    torch.set_num_threads is process-wide for torch's own pool, but OpenMP keeps the
-    count per calling thread, so it is called from the thread that runs the passes.
-    """
-    global _torch_threads_applied
-    if threads <= 0:
-        return
-    import torch
-
-    with _torch_threads_lock:
-        if _torch_threads_applied is not None and _torch_threads_applied != threads:
-            log.warning(
-                "torch_threads_already_set", applied=_torch_threads_applied, requested=threads
-            )
-        torch.set_num_threads(threads)
-        _torch_threads_applied = threads
 
 
 def _read_max_seq_length(model_dir: Path) -> int:
@@ -293,7 +261,7 @@ class LocalEmbedder(Embedder):
         return self._count_tokenizer
 
     def _load_tokenizer(self) -> Any:
-        _set_offline_environment()
+        set_offline_environment()
         from transformers import AutoTokenizer
 
         try:
@@ -330,7 +298,7 @@ class LocalEmbedder(Embedder):
             if self._executor is None:
                 self._executor = DaemonWorker(
                     name="ragledger-embed",
-                    initializer=_apply_torch_threads,
+                    initializer=apply_torch_threads,
                     initargs=(self._torch_threads,),
                 )
             return self._executor
@@ -343,7 +311,7 @@ class LocalEmbedder(Embedder):
             if self._model is not None:
                 return
             started = time.perf_counter()
-            _set_offline_environment()
+            set_offline_environment()
             _check_pooling_is_mean(self._model_dir)
             import torch
             from transformers import AutoModel

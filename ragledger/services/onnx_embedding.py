@@ -32,8 +32,8 @@ from ragledger.services.embedding import (
     LocalEmbedder,
     _cached_model_files_sha256,
     _check_pooling_is_mean,
-    _set_offline_environment,
 )
+from ragledger.services.torch_runtime import set_offline_environment
 
 log = structlog.get_logger(__name__)
 
@@ -56,7 +56,7 @@ def exported_model_path(cache_dir: Path, files_sha256: str, *, quantized: bool) 
 
 def export_onnx(model_dir: Path, target: Path) -> None:
     """Export the sentence-embedding graph (BERT + mean pooling + normalise) to `target`."""
-    _set_offline_environment()
+    set_offline_environment()
     _check_pooling_is_mean(model_dir)
     import torch
     from transformers import AutoModel, AutoTokenizer

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import os
 import queue
 import threading
 import time
@@ -56,25 +55,9 @@ from ragledger.services.local_llm.tokens import (
     _token_sink,
     normalise_messages,
 )
+from ragledger.services.torch_runtime import apply_torch_threads, set_offline_environment
 
 log = structlog.get_logger(__name__)
-
-
-def _set_offline_environment() -> None:
-    """Forbid Hugging Face libraries from reaching the network, before they are imported."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    # A tokenizers pool forked with the process deadlocks; our one worker needs none.
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-def _apply_torch_threads(threads: int) -> None:
-    """Set torch's intra-op threads from the worker (OpenMP keeps the count per thread)."""
-    if threads <= 0:
-        return
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 class LocalLLM:
@@ -216,7 +199,7 @@ class LocalLLM:
             if self._executor is None:
                 self._executor = DaemonWorker(
                     name="ragledger-llm",
-                    initializer=_apply_torch_threads,
+                    initializer=apply_torch_threads,
                     initargs=(self._torch_threads,),
                 )
             return self._executor
@@ -262,7 +245,7 @@ class LocalLLM:
 
     def _load(self) -> _Loaded:
         started = time.perf_counter()
-        _set_offline_environment()
+        set_offline_environment()
         import torch
         from transformers.utils import logging as transformers_logging
 
