@@ -125,7 +125,7 @@ _files_sha256_cache: dict[Path, str] = {}
 _files_sha256_lock = threading.Lock()
 
 
-def _cached_model_files_sha256(model_dir: Path) -> str:
+def cached_model_files_sha256(model_dir: Path) -> str:
     """model_files_sha256, computed once per directory and process (reads ~90 MB)."""
     key = model_dir.resolve()
     with _files_sha256_lock:
@@ -159,7 +159,7 @@ def _read_max_seq_length(model_dir: Path) -> int:
         return _DEFAULT_MAX_SEQ_LENGTH
 
 
-def _check_pooling_is_mean(model_dir: Path) -> None:
+def check_pooling_is_mean(model_dir: Path) -> None:
     """Refuse a model directory whose pooling is not the mean pooling we implement."""
     path = model_dir / "1_Pooling" / "config.json"
     if not path.exists():
@@ -223,7 +223,7 @@ class LocalEmbedder(Embedder):
             self._info = EmbeddingModelInfo(
                 name=self._name,
                 dimensions=self._read_dimensions(),
-                files_sha256=_cached_model_files_sha256(self._model_dir),
+                files_sha256=cached_model_files_sha256(self._model_dir),
             )
         return self._info
 
@@ -312,7 +312,7 @@ class LocalEmbedder(Embedder):
                 return
             started = time.perf_counter()
             set_offline_environment()
-            _check_pooling_is_mean(self._model_dir)
+            check_pooling_is_mean(self._model_dir)
             import torch
             from transformers import AutoModel
             from transformers.utils import logging as transformers_logging

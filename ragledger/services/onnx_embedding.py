@@ -30,8 +30,8 @@ from ragledger.core import metrics
 from ragledger.services.embedding import (
     EmbeddingError,
     LocalEmbedder,
-    _cached_model_files_sha256,
-    _check_pooling_is_mean,
+    cached_model_files_sha256,
+    check_pooling_is_mean,
 )
 from ragledger.services.torch_runtime import set_offline_environment
 
@@ -57,7 +57,7 @@ def exported_model_path(cache_dir: Path, files_sha256: str, *, quantized: bool) 
 def export_onnx(model_dir: Path, target: Path) -> None:
     """Export the sentence-embedding graph (BERT + mean pooling + normalise) to `target`."""
     set_offline_environment()
-    _check_pooling_is_mean(model_dir)
+    check_pooling_is_mean(model_dir)
     import torch
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as transformers_logging
@@ -169,7 +169,7 @@ class OnnxEmbedder(LocalEmbedder):
             started = time.perf_counter()
             import onnxruntime
 
-            files_sha256 = _cached_model_files_sha256(self._model_dir)
+            files_sha256 = cached_model_files_sha256(self._model_dir)
             plain = exported_model_path(self._cache_dir, files_sha256, quantized=False)
             path = exported_model_path(self._cache_dir, files_sha256, quantized=self._quantized)
             with _export_lock:

@@ -31,10 +31,10 @@ from ragledger.services.local_llm.definitions import (
 )
 from ragledger.services.local_llm.engine import LocalLLM
 from ragledger.services.local_llm.gguf_cache import (
-    _cache_matches,
-    _publish_cache,
+    cache_matches,
     find_gguf_file,
     local_llm_cache_dir,
+    publish_cache,
 )
 from ragledger.services.local_llm.provider import LocalLLMProvider, generation_params
 from ragledger.services.local_llm.singleton import (
@@ -42,7 +42,7 @@ from ragledger.services.local_llm.singleton import (
     get_local_llm,
     register_local_llm,
 )
-from ragledger.services.local_llm.tokens import _IncrementalDecoder, normalise_messages
+from ragledger.services.local_llm.tokens import IncrementalDecoder, normalise_messages
 
 __all__ = [
     "CHATML_TEMPLATE",
@@ -59,19 +59,19 @@ __all__ = [
     "GenerationChunk",
     "GenerationParams",
     "GenerationStats",
+    "IncrementalDecoder",
     "LoadSource",
     "LocalLLM",
     "LocalLLMError",
     "LocalLLMProvider",
     "LocalLLMRequestError",
-    "_IncrementalDecoder",
-    "_cache_matches",
-    "_publish_cache",
+    "cache_matches",
     "close_local_llm",
     "find_gguf_file",
     "generation_params",
     "get_local_llm",
     "local_llm_cache_dir",
     "normalise_messages",
+    "publish_cache",
     "register_local_llm",
 ]

@@ -20,7 +20,7 @@ GGUF_FILE_NAME: Final = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MAX_TOKENS: Final = 512
 # SmolLM2's max_position_embeddings; used for litellm's model info before the model is
 # loaded (the loaded config is what generation actually checks against).
-_CONTEXT_WINDOW: Final = 8192
+CONTEXT_WINDOW: Final = 8192
 
 # SmolLM2's own template (ChatML). Used only when the GGUF metadata carries none, so
 # that the prompt format never silently falls back to transformers' generic one.
@@ -31,7 +31,7 @@ CHATML_TEMPLATE: Final = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 # Tokens that end an assistant turn: ChatML's end of message and the end of text.
-_END_TOKENS: Final = ("<|im_end|>", "<|endoftext|>")
+END_TOKENS: Final = ("<|im_end|>", "<|endoftext|>")
 
 FinishReason = Literal["stop", "length", "cancelled"]
 LoadSource = Literal["gguf", "cache"]
@@ -102,7 +102,7 @@ class _Loaded:
 
 
 @dataclass(frozen=True, slots=True)
-class _JobDone:
+class JobDone:
     """Queue sentinel: the worker finished (or failed); the future holds the outcome."""
 
     future: concurrent.futures.Future[Completion]

@@ -27,33 +27,33 @@ import structlog
 
 from ragledger.core.worker_thread import DaemonWorker
 from ragledger.services.local_llm.definitions import (
-    _CONTEXT_WINDOW,
     CHATML_TEMPLATE,
+    CONTEXT_WINDOW,
     LOCAL_LLM_MODEL,
     Completion,
     FinishReason,
     GenerationChunk,
     GenerationParams,
     GenerationStats,
+    JobDone,
     LoadSource,
     LocalLLMError,
     LocalLLMRequestError,
-    _JobDone,
     _Loaded,
 )
 from ragledger.services.local_llm.gguf_cache import (
-    _cache_matches,
-    _file_sha256,
+    cache_matches,
+    file_sha256,
     load_from_cache,
     load_from_gguf,
     write_cache,
 )
 from ragledger.services.local_llm.tokens import (
-    _end_token_ids,
-    _IncrementalDecoder,
-    _stopping_on,
-    _token_sink,
+    IncrementalDecoder,
+    end_token_ids,
     normalise_messages,
+    stopping_on,
+    token_sink,
 )
 from ragledger.services.torch_runtime import apply_torch_threads, set_offline_environment
 
@@ -124,10 +124,10 @@ class LocalLLM:
         generation after the token being computed.
         """
         loop = asyncio.get_running_loop()
-        items: asyncio.Queue[str | _JobDone] = asyncio.Queue()
+        items: asyncio.Queue[str | JobDone] = asyncio.Queue()
         stop = threading.Event()
 
-        def emit(item: str | _JobDone) -> None:
+        def emit(item: str | JobDone) -> None:
             try:
                 loop.call_soon_threadsafe(items.put_nowait, item)
             except RuntimeError:
@@ -135,11 +135,11 @@ class LocalLLM:
                 stop.set()
 
         future, stop = self._start(normalise_messages(messages), params, emit=emit, stop=stop)
-        future.add_done_callback(lambda done: emit(_JobDone(done)))
+        future.add_done_callback(lambda done: emit(JobDone(done)))
         try:
             while True:
                 item = await items.get()
-                if isinstance(item, _JobDone):
+                if isinstance(item, JobDone):
                     yield GenerationChunk(text="", stats=_outcome(item.future).stats)
                     return
                 yield GenerationChunk(text=item)
@@ -160,13 +160,13 @@ class LocalLLM:
         self, messages: Sequence[Mapping[str, Any]], params: GenerationParams
     ) -> Generator[GenerationChunk]:
         """stream() for synchronous callers; closing the iterator stops the generation."""
-        items: queue.SimpleQueue[str | _JobDone] = queue.SimpleQueue()
+        items: queue.SimpleQueue[str | JobDone] = queue.SimpleQueue()
         future, stop = self._start(normalise_messages(messages), params, emit=items.put)
-        future.add_done_callback(lambda done: items.put(_JobDone(done)))
+        future.add_done_callback(lambda done: items.put(JobDone(done)))
         try:
             while True:
                 item = items.get()
-                if isinstance(item, _JobDone):
+                if isinstance(item, JobDone):
                     yield GenerationChunk(text="", stats=_outcome(item.future).stats)
                     return
                 yield GenerationChunk(text=item)
@@ -253,11 +253,11 @@ class LocalLLM:
         transformers_logging.disable_progress_bar()
         if not self._gguf_path.is_file():
             raise LocalLLMError(f"GGUF file {self._gguf_path} does not exist")
-        gguf_sha256 = _file_sha256(self._gguf_path)
+        gguf_sha256 = file_sha256(self._gguf_path)
         source: LoadSource = "cache"
         pair = None
         cache_unreadable = False
-        if _cache_matches(self._cache_dir, gguf_sha256):
+        if cache_matches(self._cache_dir, gguf_sha256):
             try:
                 pair = load_from_cache(self._cache_dir)
             # Whatever the failure (a truncated safetensors file raises its own error
@@ -287,9 +287,9 @@ class LocalLLM:
         loaded = _Loaded(
             tokenizer=tokenizer,
             model=model,
-            end_token_ids=_end_token_ids(tokenizer),
+            end_token_ids=end_token_ids(tokenizer),
             context_window=int(
-                getattr(model.config, "max_position_embeddings", None) or _CONTEXT_WINDOW
+                getattr(model.config, "max_position_embeddings", None) or CONTEXT_WINDOW
             ),
             gguf_sha256=gguf_sha256,
             source=source,
@@ -333,7 +333,7 @@ class LocalLLM:
             )
         max_new_tokens = min(params.max_tokens, room)
 
-        decoder = _IncrementalDecoder(tokenizer)
+        decoder = IncrementalDecoder(tokenizer)
         end_ids = set(loaded.end_token_ids)
         first_token_at: float | None = None
         generated = 0
@@ -376,8 +376,8 @@ class LocalLLM:
                     input_ids=encoded["input_ids"],
                     attention_mask=encoded["attention_mask"],
                     generation_config=config,
-                    streamer=_token_sink(on_token),
-                    stopping_criteria=_stopping_on(stop),
+                    streamer=token_sink(on_token),
+                    stopping_criteria=stopping_on(stop),
                 )
             output_ids = output[0, prompt_tokens:].tolist()
         if emit is not None:

@@ -70,7 +70,8 @@ def local_llm_cache_dir(data_dir: Path) -> Path:
     return data_dir / "models" / LOCAL_LLM_MODEL_NAME
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read in blocks (a GGUF file is about 100 MB)."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         # 1 MiB reads keep memory flat for the 98 MB file.
@@ -79,7 +80,7 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _cache_matches(cache_dir: Path, gguf_sha256: str) -> bool:
+def cache_matches(cache_dir: Path, gguf_sha256: str) -> bool:
     """Whether cache_dir holds a complete cache made from the GGUF file with that hash."""
     try:
         marker = json.loads((cache_dir / _CACHE_MARKER).read_text())
@@ -103,7 +104,7 @@ def _remove_abandoned_temp_dirs(parent: Path, name: str) -> None:
             continue
 
 
-def _publish_cache(tmp: Path, final: Path, *, gguf_sha256: str, replace: bool) -> None:
+def publish_cache(tmp: Path, final: Path, *, gguf_sha256: str, replace: bool) -> None:
     """Move a fully written cache into place with renames, so readers never see half a one.
 
     When another process published first, its cache is as good as ours and is kept,
@@ -115,7 +116,7 @@ def _publish_cache(tmp: Path, final: Path, *, gguf_sha256: str, replace: bool) -
     except OSError as exc:
         if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
             raise
-    if not replace and _cache_matches(final, gguf_sha256):
+    if not replace and cache_matches(final, gguf_sha256):
         shutil.rmtree(tmp, ignore_errors=True)
         return
     # A stale cache (another GGUF, an older format, unreadable): move it aside first,
@@ -205,7 +206,7 @@ def write_cache(
                     indent=2,
                 )
             )
-            _publish_cache(tmp, cache_dir, gguf_sha256=gguf_sha256, replace=replace)
+            publish_cache(tmp, cache_dir, gguf_sha256=gguf_sha256, replace=replace)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

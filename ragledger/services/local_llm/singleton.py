@@ -14,7 +14,7 @@ import litellm
 import structlog
 
 from ragledger.services.local_llm.definitions import (
-    _CONTEXT_WINDOW,
+    CONTEXT_WINDOW,
     LOCAL_LLM_MODEL,
     LOCAL_LLM_PROVIDER,
 )
@@ -82,9 +82,9 @@ def register_local_llm(settings: Settings) -> None:
                 LOCAL_LLM_MODEL: {
                     "litellm_provider": LOCAL_LLM_PROVIDER,
                     "mode": "chat",
-                    "max_input_tokens": _CONTEXT_WINDOW,
-                    "max_output_tokens": _CONTEXT_WINDOW,
-                    "max_tokens": _CONTEXT_WINDOW,
+                    "max_input_tokens": CONTEXT_WINDOW,
+                    "max_output_tokens": CONTEXT_WINDOW,
+                    "max_tokens": CONTEXT_WINDOW,
                     "input_cost_per_token": 0.0,
                     "output_cost_per_token": 0.0,
                     "cache_creation_input_token_cost": 0.0,

@@ -7,16 +7,16 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ragledger.services.local_llm.definitions import (
-    _END_TOKENS,
+    END_TOKENS,
     LocalLLMError,
     LocalLLMRequestError,
 )
 
 
-def _end_token_ids(tokenizer: Any) -> tuple[int, ...]:
+def end_token_ids(tokenizer: Any) -> tuple[int, ...]:
     """Ids that end an answer: the tokenizer's EOS and ChatML's end tokens present in its vocab."""
     vocab = tokenizer.get_vocab()
-    ids = {vocab[token] for token in _END_TOKENS if token in vocab}
+    ids = {vocab[token] for token in END_TOKENS if token in vocab}
     if tokenizer.eos_token_id is not None:
         ids.add(int(tokenizer.eos_token_id))
     if not ids:
@@ -56,7 +56,7 @@ def normalise_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, 
     return normalised
 
 
-class _IncrementalDecoder:
+class IncrementalDecoder:
     """Turns token ids into text deltas whose concatenation is the decoded whole.
 
     Decoding token by token would split multi-byte characters and drop the spaces that
@@ -97,7 +97,7 @@ class _IncrementalDecoder:
         return text[len(prefix) :] if len(text) > len(prefix) else ""
 
 
-def _stopping_on(event: threading.Event) -> Any:
+def stopping_on(event: threading.Event) -> Any:
     """A transformers StoppingCriteriaList that ends generation once event is set."""
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
@@ -111,7 +111,7 @@ def _stopping_on(event: threading.Event) -> Any:
     return StoppingCriteriaList([_StopOnEvent()])
 
 
-def _token_sink(on_token: Callable[[int], None]) -> Any:
+def token_sink(on_token: Callable[[int], None]) -> Any:
     """A transformers streamer that hands each generated token id to on_token."""
     from transformers.generation.streamers import BaseStreamer
 

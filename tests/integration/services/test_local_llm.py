@@ -14,15 +14,15 @@ from transformers import GenerationMixin
 from ragledger.core.settings import Settings
 from ragledger.services.local_llm import (
     LOCAL_LLM_MODEL,
+    IncrementalDecoder,
     LocalLLM,
-    _cache_matches,
-    _IncrementalDecoder,
-    _publish_cache,
+    cache_matches,
     close_local_llm,
     engine,
     find_gguf_file,
     get_local_llm,
     local_llm_cache_dir,
+    publish_cache,
     register_local_llm,
 )
 from tests.off_loop import spy_on
@@ -316,7 +316,7 @@ def test_incremental_decoding_never_splits_characters(first_load: LocalLLM) -> N
     tokenizer = AutoTokenizer.from_pretrained(first_load.cache_dir, local_files_only=True)
     text = "Crème brûlée costs 5€ at the café 🐉🥐 — 東京で. Done!"
     ids = tokenizer.encode(text, add_special_tokens=False)
-    decoder = _IncrementalDecoder(tokenizer)
+    decoder = IncrementalDecoder(tokenizer)
 
     deltas = [decoder.push(token_id) for token_id in ids]
     deltas.append(decoder.flush())
@@ -339,27 +339,27 @@ def _fake_cache(path: Path, gguf_sha256: str, payload: str) -> Path:
 def test_publishing_a_cache_keeps_a_fresh_one_and_replaces_a_stale_one(tmp_path: Path) -> None:
     final = tmp_path / "smollm2-135m-instruct"
 
-    _publish_cache(
+    publish_cache(
         _fake_cache(tmp_path / ".a", "1" * 64, "a"), final, gguf_sha256="1" * 64, replace=False
     )
     assert (final / "model.safetensors").read_text() == "a"
-    assert _cache_matches(final, "1" * 64)
+    assert cache_matches(final, "1" * 64)
 
     # Another process finished the same work second: the published cache stays.
-    _publish_cache(
+    publish_cache(
         _fake_cache(tmp_path / ".b", "1" * 64, "b"), final, gguf_sha256="1" * 64, replace=False
     )
     assert (final / "model.safetensors").read_text() == "a"
 
     # A different GGUF file: the old cache no longer matches and is replaced.
-    assert not _cache_matches(final, "2" * 64)
-    _publish_cache(
+    assert not cache_matches(final, "2" * 64)
+    publish_cache(
         _fake_cache(tmp_path / ".c", "2" * 64, "c"), final, gguf_sha256="2" * 64, replace=False
     )
     assert (final / "model.safetensors").read_text() == "c"
 
     # A matching cache that failed to load is replaced when asked to.
-    _publish_cache(
+    publish_cache(
         _fake_cache(tmp_path / ".d", "2" * 64, "d"), final, gguf_sha256="2" * 64, replace=True
     )
     assert (final / "model.safetensors").read_text() == "d"
