@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import uuid
 
+import onnxruntime
 import pytest
+from transformers import BertModel
 
 from ragledger.events import store
 from ragledger.events.envelope import EventMetadata
@@ -18,6 +20,7 @@ from ragledger.services.answering import StreamEvent, retrieval_params
 from ragledger.services.documents import Reader
 from ragledger.services.embedding import Embedder, get_embedder
 from ragledger.services.retrieval import retrieve
+from tests.off_loop import CallSpy, spy_on
 from tests.pool_spy import QUESTION, WINDOWS, PoolSpy, cold_windows, load_chunks
 
 
@@ -37,6 +40,9 @@ async def test_a_question_embeds_its_windows_without_a_connection(
     tuned = settings.model_copy(update={"min_similarity": -1.0})
     spy = PoolSpy(db.engine)
     spy.install(monkeypatch, embedder)
+    # The torch backend's forward passes, or the ONNX backend's session runs.
+    forward = spy_on(monkeypatch, BertModel, "forward")
+    session_run = spy_on(monkeypatch, onnxruntime.InferenceSession, "run")
     request = answering.QuestionRequest(
         question_id=uuid.uuid4(),
         question=QUESTION,
@@ -62,6 +68,9 @@ async def test_a_question_embeds_its_windows_without_a_connection(
     # engine's connections out of the pool.
     during = spy.checked_out_during_windows()
     assert during == [(0, 0)] * len(during)
+    # And the model ran on the embedder's worker thread, never on the event loop's.
+    passes = CallSpy(forward.calls + session_run.calls)
+    assert passes.all_off_the_loop, passes.calls
     # The context is on the record as before: re-ranked, the asker's top 3.
     async with db.sessionmaker() as session:
         recorded = await store.read_stream(session, f"question-{request.question_id}")
