@@ -31,7 +31,13 @@ Scan, and cross-checked against numpy's brute force. Figures:
 * the whole retrieval path at the largest size: the real local embedder (warm, not
   cached) + ``retrieve`` with the production parameters (min_similarity aside), in one
   transaction per question through the application's role, as ``answering`` runs it
-  (no LLM); then again with the embedder pinned to one torch thread (diagnostic).
+  (no LLM); then again with the embedder pinned to one torch thread (diagnostic);
+* the question path's re-ranking, on a table of its own (5,000 rows of seven-sentence
+  texts, three windows each): embed the question, ``shortlist`` in a transaction,
+  ``rank_shortlist`` after it, per question with RERANK_DEPTH=0, re-ranked with no window
+  cached, re-ranked with every window cached, and (the path before the windows were
+  embedded outside the transaction) ``retrieve`` inside it: total latency and the time a
+  pooled connection is held, as ratios of medians measured in the same run.
 
 Query plans (EXPLAIN ANALYZE of the statements the service sends, captured from the
 engine; the generic plans PostgreSQL may switch a prepared statement to; and how many
@@ -39,6 +45,7 @@ generic plans the timed connection used) are written with the results.
 
     uv run python bench/retrieval.py            # full run: 10k and 100k rows
     uv run python bench/retrieval.py --quick    # 10k rows, fewer queries
+    uv run python bench/retrieval.py --rerank-only   # the re-ranking section alone
     uv run python bench/retrieval.py --data clustered --sizes 100000 \
         --output bench/results/retrieval-clustered.json   # structured vectors
 
@@ -986,6 +993,247 @@ async def whole_path_section(
     }
 
 
+# --- The question path: re-ranking's cost -----------------------------------------------
+
+
+RERANK_OUTPUT = RESULTS_DIR / "retrieval-rerank.json"
+RERANK_DATABASE = "ragledger_bench_rerank"
+RERANK_ROWS = 5_000
+# Seven sentences of 10-17 words: three overlapping windows per chunk (like the
+# evaluation corpus's chunks: 34-48 windows for a question's 15 candidates).
+RERANK_SENTENCES = 7
+RERANK_SENTENCE_WORDS = (10, 18)
+RERANK_VARIANTS = ("off", "cold", "cached", "cold_in_transaction")
+RERANK_DESCRIPTIONS = {
+    "off": "RERANK_DEPTH=0",
+    "cold": "re-ranked, windows not cached (as shipped: embedded after the transaction)",
+    "cached": "re-ranked, every window cached (the same question again)",
+    "cold_in_transaction": "re-ranked, cold, retrieve() inside the transaction (before)",
+}
+
+
+def rerank_dataset(n: int) -> Dataset:
+    """`n` rows of multi-sentence texts (the vectors, ids and groups of make_dataset)."""
+    base = make_dataset(n)
+    rng = np.random.default_rng(SEED + 7)
+    texts = []
+    for _ in range(n):
+        sentences = []
+        for _ in range(RERANK_SENTENCES):
+            size = int(rng.integers(*RERANK_SENTENCE_WORDS))
+            words = [VOCABULARY[w] for w in rng.integers(0, len(VOCABULARY), size=size)]
+            sentences.append(" ".join(words).capitalize() + ".")
+        texts.append(" ".join(sentences))
+    return replace(base, texts=texts)
+
+
+async def _question_path(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    embedder: Any,
+    params: RetrievalParams,
+    question: str,
+    *,
+    in_transaction: bool = False,
+) -> dict[str, Any]:
+    """One question as retrieve_context runs it: embed, shortlist, rank; timed."""
+    from ragledger.services.retrieval import rank_shortlist, shortlist
+
+    began = time.perf_counter()
+    vector = (await embedder.embed([question]))[0]
+    embedded = time.perf_counter()
+    async with sessionmaker() as session, session.begin():
+        if in_transaction:
+            result = await retrieve(
+                session,
+                query=question,
+                query_vector=vector,
+                reader=BROAD_READER,
+                params=params,
+                embedder=embedder,
+            )
+        else:
+            found = await shortlist(
+                session,
+                query=question,
+                query_vector=vector,
+                reader=BROAD_READER,
+                params=params,
+                rerank=True,
+            )
+    released = time.perf_counter()
+    if not in_transaction:
+        result = await rank_shortlist(found, embedder=embedder)
+    done = time.perf_counter()
+    return {
+        "total_ms": (done - began) * 1000,
+        "embed_question_ms": (embedded - began) * 1000,
+        "connection_held_ms": (released - embedded) * 1000,
+        "rerank_ms": result.rerank_ms,
+        "chunk_ids": [c.chunk_id for c in result.chunks],
+    }
+
+
+async def rerank_section(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    questions: Sequence[str],
+) -> dict[str, Any]:
+    """The question path with re-ranking off, cold, cached, and cold inside the transaction.
+
+    Per question, in this order: RERANK_DEPTH=0; the production depth with an empty
+    window cache; the same question again (every window cached); an empty cache again
+    with `retrieve()` inside the transaction (the path before the change, for the time a
+    connection is held). Interleaving the variants question by question exposes them to
+    the same load; the ratios of their medians are the figures.
+    """
+    from ragledger.services import window_rerank
+    from ragledger.services.answering import retrieval_params
+    from ragledger.services.embedding import close_embedders, get_embedder
+    from ragledger.services.window_rerank import WindowVectors
+
+    production = replace(retrieval_params(settings, settings.top_k_default), min_similarity=-1.0)
+    variants = {
+        "off": replace(production, rerank_depth=0),
+        "cold": production,
+        "cached": production,
+        "cold_in_transaction": production,
+    }
+    embedder = get_embedder(settings)
+    await embedder.warm_up()
+    figures: dict[str, list[dict[str, Any]]] = {name: [] for name in RERANK_VARIANTS}
+    mismatches = 0
+    windows: list[int] = []
+    load_start = load_average()
+    try:
+        for question in questions[:3]:  # warm the model's and the server's caches
+            await _question_path(sessionmaker, embedder, production, question)
+        for question in questions:
+            for name in RERANK_VARIANTS:
+                if name != "cached":
+                    window_rerank.window_vectors = WindowVectors()
+                run = await _question_path(
+                    sessionmaker,
+                    embedder,
+                    variants[name],
+                    question,
+                    in_transaction=name == "cold_in_transaction",
+                )
+                figures[name].append(run)
+            cold = figures["cold"][-1]["chunk_ids"]
+            mismatches += cold != figures["cold_in_transaction"][-1]["chunk_ids"]
+            mismatches += cold != figures["cached"][-1]["chunk_ids"]
+            windows.append(len(window_rerank.window_vectors._vectors))
+        model = embedder.info.name
+    finally:
+        window_rerank.window_vectors = WindowVectors()
+        await close_embedders()
+
+    def stats(name: str, key: str) -> dict[str, float | None]:
+        return percentiles([run[key] for run in figures[name]])
+
+    keys = ("total_ms", "embed_question_ms", "connection_held_ms", "rerank_ms")
+    out: dict[str, Any] = {
+        "questions": len(questions),
+        "reader": "employee in g0..g9 (~49% of the rows)",
+        "rows": RERANK_ROWS,
+        "embedding_model": model,
+        "embedding_backend": settings.embedding_backend,
+        "params": asdict(production),
+        "windows_per_question_mean": round(float(np.mean(windows)), 1),
+        "rankings_differing_between_variants": mismatches,
+        "variants": {
+            name: {"description": RERANK_DESCRIPTIONS[name], **{k: stats(name, k) for k in keys}}
+            for name in RERANK_VARIANTS
+        },
+        "load_average_start": load_start,
+        "load_average_end": load_average(),
+    }
+
+    def median(name: str, key: str) -> float:
+        value = out["variants"][name][key]["p50"]
+        assert value is not None
+        return float(value)
+
+    off = median("off", "total_ms")
+    out["ratios_of_medians"] = {
+        "total_cold_vs_off": round(median("cold", "total_ms") / off, 2),
+        "total_cached_vs_off": round(median("cached", "total_ms") / off, 2),
+        "connection_held_cold_in_transaction_vs_cold": round(
+            median("cold_in_transaction", "connection_held_ms")
+            / median("cold", "connection_held_ms"),
+            1,
+        ),
+        "connection_held_cold_vs_off": round(
+            median("cold", "connection_held_ms") / median("off", "connection_held_ms"), 2
+        ),
+    }
+    return out
+
+
+async def run_rerank_benchmark(admin_url: str, params: Params, command: str) -> dict[str, Any]:
+    """The re-ranking section alone, on a table of its own."""
+    url = await create_database(admin_url, RERANK_DATABASE)
+    settings = Settings(database_url=url)
+    owner = create_engine(url, pool_size=2, max_overflow=2)
+    try:
+        await upgrade_to_head(owner)
+        server = await server_facts(owner, SERVER_SETTINGS, pgvector=True)
+    finally:
+        await owner.dispose()
+    dataset = rerank_dataset(RERANK_ROWS)
+    print(f"loading {RERANK_ROWS} multi-sentence rows ...", flush=True)
+    await load_rows(to_asyncpg_dsn(url), dataset, 0, RERANK_ROWS)
+    app = create_engine(url, role=settings.database_app_role or None, pool_size=2)
+    questions = make_queries(dataset, RERANK_ROWS, params.rerank_questions, seed=SEED + 11)
+    print(f"question path, {params.rerank_questions} questions x 4 variants ...", flush=True)
+    try:
+        section = await rerank_section(create_sessionmaker(app), settings, questions.questions)
+    finally:
+        await app.dispose()
+    return {
+        "benchmark": "retrieval-rerank",
+        "mode": params.mode,
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": command,
+        "machine": {**machine_info_cached(), "load_average_at_end": load_average()},
+        "versions": {
+            "python": platform.python_version(),
+            "postgresql": server["server_version"],
+            "pgvector_extversion": server["pgvector"],
+            "onnxruntime": package_version("onnxruntime"),
+            "torch": package_version("torch"),
+            "ragledger": package_version("ragledger"),
+        },
+        "question_path_rerank": section,
+    }
+
+
+def render_rerank(section: dict[str, Any]) -> list[str]:
+    """The re-ranking section as table lines."""
+    lines = [
+        f"question path ({section['questions']} questions, {section['rows']} rows, "
+        f"{section['reader']}; {section['embedding_model']} {section['embedding_backend']}; "
+        f"~{section['windows_per_question_mean']} windows per question; load "
+        f"{section['load_average_start']} -> {section['load_average_end']}), ms p50 / p95:",
+        f"  {'variant':<21} {'total':>15} {'embed question':>15} {'connection held':>16} "
+        f"{'re-rank':>15}",
+    ]
+    for name, v in section["variants"].items():
+        cells = [
+            f"{fmt(v[k]['p50'])} / {fmt(v[k]['p95'])}"
+            for k in ("total_ms", "embed_question_ms", "connection_held_ms", "rerank_ms")
+        ]
+        lines.append(f"  {name:<21} {cells[0]:>15} {cells[1]:>15} {cells[2]:>16} {cells[3]:>15}")
+    r = section["ratios_of_medians"]
+    lines.append(
+        f"  total vs off: cold {r['total_cold_vs_off']}x, cached {r['total_cached_vs_off']}x; "
+        f"connection held: cold {r['connection_held_cold_vs_off']}x off, before the change "
+        f"{r['connection_held_cold_in_transaction_vs_cold']}x now; rankings differing: "
+        f"{section['rankings_differing_between_variants']}"
+    )
+    return lines
+
+
 # --- Environment -------------------------------------------------------------------------
 
 
@@ -1021,6 +1269,7 @@ class Params:
     single_thread_path_queries: int
     ef_values: tuple[int, ...] = (40, DEFAULT_EF_SEARCH, 200)
     data: str = "uniform"
+    rerank_questions: int = 30
 
 
 FULL = Params(
@@ -1042,6 +1291,7 @@ QUICK = Params(
     warmup_queries=10,
     diagnostic_queries=50,
     single_thread_path_queries=20,
+    rerank_questions=10,
 )
 
 
@@ -1143,6 +1393,7 @@ async def run_benchmark(admin_url: str, params: Params, command: str) -> dict[st
             sizes.append({"rows": size, "load": load, **entry})
     finally:
         await owner.dispose()
+    rerank = await run_rerank_benchmark(admin_url, params, command)
 
     return {
         "benchmark": "retrieval",
@@ -1200,6 +1451,7 @@ async def run_benchmark(admin_url: str, params: Params, command: str) -> dict[st
         },
         "sizes": sizes,
         "targets": targets(sizes),
+        "question_path_rerank": rerank["question_path_rerank"],
     }
 
 
@@ -1387,6 +1639,8 @@ def render(results: dict[str, Any]) -> str:
     for entry in results["sizes"]:
         lines.append("")
         lines.extend(_render_size(entry))
+    lines.append("")
+    lines.extend(render_rerank(results["question_path_rerank"]))
     t = results["targets"]
     lines.append("")
     lines.append(f"targets at {t['rows']} rows, ef_search {t['ef_search']}:")
@@ -1426,6 +1680,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--sizes", help="comma-separated table sizes instead of the mode's (e.g. 100000)"
     )
+    parser.add_argument(
+        "--rerank-only",
+        action="store_true",
+        help="only the question path with re-ranking off, cold and cached "
+        f"(writes {RERANK_OUTPUT.relative_to(RESULTS_DIR.parent.parent)} by default)",
+    )
     args = parser.parse_args(argv)
     params = replace(QUICK if args.quick else FULL, data=args.data)
     if args.sizes:
@@ -1436,6 +1696,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_logging(level="WARNING", fmt="console")
     machine_info_cached()
+    if args.rerank_only:
+        output = RERANK_OUTPUT if args.output == DEFAULT_OUTPUT else args.output
+        results = run_on_embedded_server(
+            lambda admin_url, _pgdata: run_rerank_benchmark(admin_url, params, command)
+        )
+        machine = results["machine"]
+        header = (
+            f"retrieval benchmark, re-ranking ({results['mode']}): {machine['cpu_count']} "
+            f"cores, {machine['memory_total_gib']} GiB, load "
+            f"{machine['load_average_at_start']} at start, {machine['load_average_at_end']} "
+            "at end"
+        )
+        report(
+            results, "\n".join([header, *render_rerank(results["question_path_rerank"])]), output
+        )
+        return 0
     results = run_on_embedded_server(
         lambda admin_url, _pgdata: run_benchmark(admin_url, params, command)
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import structlog
@@ -356,7 +356,30 @@ async def search_candidates(
     )
 
 
-async def retrieve(
+@dataclass(frozen=True, slots=True)
+class Shortlist:
+    """What retrieval reads from the database for one query, ready to rank without it.
+
+    `chunks` are the relevant readable candidates in fused order, as many as the ranking
+    needs (`top_k`, or `rerank_depth` when that is more), with their rows' text: the
+    access filter has been applied, and nothing after this needs a connection.
+    """
+
+    query: str
+    query_vector: np.ndarray
+    params: RetrievalParams
+    chunks: tuple[RetrievedChunk, ...]
+    # How many of `chunks` are re-ranked by their sentence windows (0: none).
+    rerank_depth: int
+    candidates_considered: int
+    removed_by_access_filter: int
+    vector_hits: int
+    text_hits: int
+    search_ms: float
+    fusion_ms: float
+
+
+async def shortlist(
     session: AsyncSession,
     *,
     query: str,
@@ -364,14 +387,14 @@ async def retrieve(
     reader: Reader,
     params: RetrievalParams,
     document_ids: Sequence[uuid.UUID] | None = None,
-    embedder: Embedder | None = None,
-) -> RetrievalResult:
-    """Top `params.top_k` relevant readable chunks, fusing the vector and full-text hits.
+    rerank: bool,
+) -> Shortlist:
+    """The database half of `retrieve`: both retrievers, fusion, the chunks' rows.
 
     `params.fusion` "score" (the default): cosine similarity plus `text_weight` times the
-    word-match score relative to the best one; "rrf": reciprocal rank fusion. With an
-    `embedder`, the first `params.rerank_depth` are then re-ranked by their best
-    sentence window (services/window_rerank.py).
+    word-match score relative to the best one; "rrf": reciprocal rank fusion. With
+    `rerank` (and a positive depth and window weight) the first `params.rerank_depth`
+    relevant chunks are kept for `rank_shortlist` to re-rank.
     """
     await configure_hnsw(session, params)
     started = time.perf_counter()
@@ -379,15 +402,10 @@ async def retrieve(
         session, query_vector, query, reader, limit=params.candidates, document_ids=document_ids
     )
     search_ms = (time.perf_counter() - started) * 1000
-    vector_hits, text_hits, removed = (
-        found.vector_hits,
-        found.text_hits,
-        found.removed_by_access_filter,
-    )
+    vector_hits, text_hits = found.vector_hits, found.text_hits
 
     started = time.perf_counter()
     similarity = dict(vector_hits)
-    text_matched = set(text_hits)
     if params.fusion == "rrf":
         ranked = reciprocal_rank_fusion(
             [[chunk_id for chunk_id, _ in vector_hits], text_hits], k=params.rrf_k
@@ -406,8 +424,8 @@ async def retrieve(
     ]
     fusion_ms = (time.perf_counter() - started) * 1000
 
-    reranking = embedder is not None and params.window_weight > 0 and params.rerank_depth > 0
-    wanted = relevant[: max(params.top_k, params.rerank_depth if reranking else 0)]
+    depth = params.rerank_depth if rerank and params.window_weight > 0 else 0
+    wanted = relevant[: max(params.top_k, depth)]
     details = {}
     if wanted:
         rows = await session.execute(
@@ -418,30 +436,6 @@ async def retrieve(
             {"ids": [f.key for f in wanted]},
         )
         details = {row.chunk_id: row for row in rows}
-    wanted = [f for f in wanted if f.key in details]
-    scores = {f.key: f.score for f in wanted}
-    rerank_ms = 0.0
-    if reranking and wanted:
-        assert embedder is not None
-        started = time.perf_counter()
-        head = wanted[: params.rerank_depth]
-        best = await best_window_similarities(
-            embedder, query_vector, [details[f.key].text for f in head]
-        )
-        question_words = content_words(query)
-        candidates = [
-            (
-                f.key,
-                similarity.get(f.key, 0.0),
-                params.overlap_weight * overlap(question_words, content_words(details[f.key].text)),
-            )
-            for f in head
-        ]
-        rescored = rescore(candidates, best, window_weight=params.window_weight)
-        by_key = {f.key: f for f in head}
-        wanted = [by_key[r.key] for r in rescored] + wanted[params.rerank_depth :]
-        scores.update({r.key: r.score for r in rescored})
-        rerank_ms = (time.perf_counter() - started) * 1000
     chunks = tuple(
         RetrievedChunk(
             chunk_id=f.key,
@@ -455,27 +449,106 @@ async def retrieve(
             vector_rank=f.ranks[0],
             text_rank=f.ranks[1],
             similarity=similarity.get(f.key),
-            fused_score=scores[f.key],
+            fused_score=f.score,
         )
-        for f in wanted[: params.top_k]
+        for f in wanted
+        if f.key in details
     )
-    metrics.retrieval_duration.labels("search").observe(search_ms / 1000)
-    metrics.retrieval_duration.labels("fusion").observe(fusion_ms / 1000)
-    log.info(
-        "retrieval",
-        search_ms=round(search_ms, 2),
-        fusion_ms=round(fusion_ms, 3),
-        rerank_ms=round(rerank_ms, 1),
+    return Shortlist(
+        query=query,
+        query_vector=query_vector,
+        params=params,
+        chunks=chunks,
+        rerank_depth=depth,
+        candidates_considered=len(set(similarity) | set(text_hits)),
+        removed_by_access_filter=found.removed_by_access_filter,
         vector_hits=len(vector_hits),
         text_hits=len(text_hits),
+        search_ms=search_ms,
+        fusion_ms=fusion_ms,
+    )
+
+
+async def rank_shortlist(found: Shortlist, *, embedder: Embedder | None) -> RetrievalResult:
+    """The other half of `retrieve`: re-rank the shortlist's head, keep `top_k`; no database.
+
+    The head (`found.rerank_depth` chunks) is re-ranked by each chunk's best sentence
+    window (services/window_rerank.py), which embeds the windows not yet cached: call
+    this after the shortlist's transaction has ended, so that no pooled connection is
+    held while the model runs.
+    """
+    params = found.params
+    chunks = found.chunks
+    rerank_ms = 0.0
+    if found.rerank_depth and chunks:
+        if embedder is None:
+            raise ValueError("a shortlist made for re-ranking needs the embedder")
+        started = time.perf_counter()
+        head = chunks[: found.rerank_depth]
+        best = await best_window_similarities(embedder, found.query_vector, [c.text for c in head])
+        question_words = content_words(found.query)
+        candidates = [
+            (
+                c.chunk_id,
+                0.0 if c.similarity is None else c.similarity,
+                params.overlap_weight * overlap(question_words, content_words(c.text)),
+            )
+            for c in head
+        ]
+        rescored = rescore(candidates, best, window_weight=params.window_weight)
+        by_key = {c.chunk_id: c for c in head}
+        chunks = (
+            tuple(replace(by_key[r.key], fused_score=r.score) for r in rescored)
+            + chunks[found.rerank_depth :]
+        )
+        rerank_ms = (time.perf_counter() - started) * 1000
+    chunks = chunks[: params.top_k]
+    metrics.retrieval_duration.labels("search").observe(found.search_ms / 1000)
+    metrics.retrieval_duration.labels("fusion").observe(found.fusion_ms / 1000)
+    log.info(
+        "retrieval",
+        search_ms=round(found.search_ms, 2),
+        fusion_ms=round(found.fusion_ms, 3),
+        rerank_ms=round(rerank_ms, 1),
+        vector_hits=found.vector_hits,
+        text_hits=found.text_hits,
         returned=len(chunks),
-        removed_by_access_filter=removed,
+        removed_by_access_filter=found.removed_by_access_filter,
     )
     return RetrievalResult(
         chunks=chunks,
-        candidates_considered=len(set(similarity) | text_matched),
-        removed_by_access_filter=removed,
-        search_ms=search_ms,
-        fusion_ms=fusion_ms,
+        candidates_considered=found.candidates_considered,
+        removed_by_access_filter=found.removed_by_access_filter,
+        search_ms=found.search_ms,
+        fusion_ms=found.fusion_ms,
         rerank_ms=rerank_ms,
     )
+
+
+async def retrieve(
+    session: AsyncSession,
+    *,
+    query: str,
+    query_vector: np.ndarray,
+    reader: Reader,
+    params: RetrievalParams,
+    document_ids: Sequence[uuid.UUID] | None = None,
+    embedder: Embedder | None = None,
+) -> RetrievalResult:
+    """Top `params.top_k` relevant readable chunks: `shortlist`, then `rank_shortlist`.
+
+    With an `embedder`, the first `params.rerank_depth` are re-ranked by their best
+    sentence window. Both halves run here while the caller's session holds its
+    connection; a caller on a pooled connection calls `shortlist` in its transaction
+    and `rank_shortlist` after it, so that the windows are embedded without one.
+    """
+    found = await shortlist(
+        session,
+        query=query,
+        query_vector=query_vector,
+        reader=reader,
+        params=params,
+        document_ids=document_ids,
+        rerank=embedder is not None,
+    )
+    return await rank_shortlist(found, embedder=embedder)

@@ -53,7 +53,7 @@ from ragledger.services.errors import ConflictError, PermissionDeniedError
 from ragledger.services.provenance import load_provenance
 from ragledger.services.query_embedding import embed_query
 from ragledger.services.receipts import build_receipt
-from ragledger.services.retrieval import retrieve
+from ragledger.services.retrieval import rank_shortlist, shortlist
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["questions"])
@@ -209,16 +209,22 @@ async def search(
         reader=reader,
         settings=settings,
     )
+    # No pooled connection is held while the model runs: the reads so far end here, and
+    # the candidates' rows are read in a transaction of their own before their sentence
+    # windows are embedded (seconds for a cold query; see retrieve_context).
+    await session.commit()
     embedder = get_embedder(settings)
     vector, _cached = await embed_query(embedder, query, ttl_s=settings.query_embedding_cache_ttl_s)
-    result = await retrieve(
+    found = await shortlist(
         session,
         query=query,
         query_vector=vector,
         reader=reader,
         params=retrieval_params(settings, top_k),
-        embedder=embedder,
+        rerank=True,
     )
+    await session.commit()
+    result = await rank_shortlist(found, embedder=embedder)
     search_id = uuid7()
     await store.commit_then_append(
         session,

@@ -14,7 +14,12 @@ from ragledger.services.answering.record import QuestionRecord
 from ragledger.services.embedding import Embedder
 from ragledger.services.prompting import ContextBlock
 from ragledger.services.query_embedding import embed_query
-from ragledger.services.retrieval import RetrievalParams, RetrievedChunk, retrieve
+from ragledger.services.retrieval import (
+    RetrievalParams,
+    RetrievedChunk,
+    rank_shortlist,
+    shortlist,
+)
 
 
 def retrieval_params(settings: Settings, top_k: int) -> RetrievalParams:
@@ -86,15 +91,18 @@ async def retrieve_context(
     embedded = await embedding
     record.timings["embed_ms"] = embedded.ms
     async with record.sessionmaker() as session, session.begin():
-        result = await retrieve(
+        found = await shortlist(
             session,
             query=request.question,
             query_vector=embedded.vector,
             reader=request.reader,
             params=params,
             document_ids=request.document_ids or None,
-            embedder=embedder,
+            rerank=True,
         )
+    # The connection is back in the pool before the candidates' windows are embedded
+    # (1.6-4 s for a cold question on a loaded machine: docs/answers.md#retrieval).
+    result = await rank_shortlist(found, embedder=embedder)
     record.timings.update(
         search_ms=round(result.search_ms),
         fusion_ms=round(result.fusion_ms),
