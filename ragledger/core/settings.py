@@ -403,6 +403,12 @@ class Settings(BaseSettings):
     # for such a file (the interpreter and its imports take ~100 MiB of it).
     extraction_timeout_s: float = Field(default=120.0, gt=0)
     extraction_memory_bytes: int = Field(default=2 * 1024**3, ge=128 * 1024**2)
+    # Documents one extraction child serves before it is replaced (it is also replaced
+    # after any failure); 1 is a fresh child per document. Starting one costs ~0.8 s of
+    # CPU, about 1 s of the ~4 s a corpus page took to ingest with ONNX; over 100
+    # documents that is 1%, and a child's address space, grown by fragmentation under
+    # the same RLIMIT_AS, is still renewed often.
+    extraction_worker_documents: int = Field(default=100, ge=1)
     # A subscriber failing this many times in a row at one event, or this many events
     # behind the head with no progress for SUBSCRIBER_STALL_ALERT_S, raises an anomaly
     # (rule subscriber_stuck) that the notifier mails to admins, once per incident.

@@ -43,7 +43,7 @@ from ragledger.projections.subscriber import Reactor
 from ragledger.services.chunking import Chunk, chunk_document
 from ragledger.services.embedding import Embedder, get_embedder
 from ragledger.services.extraction import ExtractionError
-from ragledger.services.extraction.isolated import extract_text_isolated
+from ragledger.services.extraction.worker import ExtractionWorker
 
 log = structlog.get_logger(__name__)
 
@@ -77,6 +77,12 @@ class IngestionReactor(Reactor):
     def __init__(self, settings: Settings, embedder: Embedder | None = None) -> None:
         self._settings = settings
         self._embedder = embedder
+        # One child process extracts this reactor's documents in turn (started on first
+        # use); the runner closes it when it stops.
+        self.extraction = ExtractionWorker(
+            memory_bytes=settings.extraction_memory_bytes,
+            max_documents=settings.extraction_worker_documents,
+        )
 
     @property
     def embedder(self) -> Embedder:
@@ -107,13 +113,12 @@ class IngestionReactor(Reactor):
         try:
             # In a child process with a time and a memory limit: a hostile file
             # fails on its own instead of stalling every upload behind it.
-            extracted = await extract_text_isolated(
+            extracted = await self.extraction.extract(
                 content,
                 uploaded.content_type,
                 max_decompressed_bytes=settings.max_decompressed_bytes,
                 max_chars=settings.max_extracted_chars,
                 timeout_s=settings.extraction_timeout_s,
-                memory_bytes=settings.extraction_memory_bytes,
             )
         except ExtractionError as exc:
             await self._fail(session, stream, uploaded, "extract", str(exc), metadata)
@@ -222,6 +227,10 @@ class IngestionReactor(Reactor):
         await self._fail(
             session, document_stream(uploaded.document_id), uploaded, "ingest", reason, metadata
         )
+
+    async def aclose(self) -> None:
+        """Stop the extraction child; the next upload starts a new one."""
+        await self.extraction.aclose()
 
     async def _fail(
         self,

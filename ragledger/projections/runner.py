@@ -165,7 +165,8 @@ class SubscriberRunner:
         """Run the listener and one loop per subscriber until stop() is called.
 
         On stop, each loop finishes (commits or rolls back) the batch in flight; loops
-        still busy after `grace_s` are cancelled, which rolls their batch back.
+        still busy after `grace_s` are cancelled, which rolls their batch back. Then each
+        subscriber is closed (`aclose`).
         """
         listener = asyncio.create_task(self._listen(), name="runner-listener")
         consumers = [
@@ -181,6 +182,8 @@ class SubscriberRunner:
             for task in pending:
                 task.cancel()
             await asyncio.gather(listener, *consumers, return_exceptions=True)
+            for subscriber in self.subscribers:
+                await subscriber.aclose()
 
     @property
     def listener_ready(self) -> bool:
@@ -439,7 +442,8 @@ async def run_until_caught_up(
 ) -> bool:
     """Consume up to the current head if no other process holds the subscriber.
 
-    Returns False, doing nothing, when another runner is the active consumer.
+    Returns False, doing nothing, when another runner is the active consumer. The
+    subscriber is closed (`aclose`) at the end; it reopens what it needs when next used.
     """
     lock_id = subscriber_lock_id(subscriber.name)
     async with engine.connect() as conn:
@@ -461,6 +465,7 @@ async def run_until_caught_up(
                 if not seen:
                     return True
         finally:
+            await subscriber.aclose()
             await conn.execute(
                 text("SELECT pg_advisory_unlock(:ns, :id)"), {"ns": LOCK_NAMESPACE, "id": lock_id}
             )

@@ -80,6 +80,13 @@ class Subscriber:
         """Record that `recorded` could not be handled; the runner then moves past it."""
         raise NotImplementedError
 
+    async def aclose(self) -> None:
+        """Release what the subscriber holds (a child process) when the runner stops.
+
+        The runner calls it once its loops are done; the subscriber may be driven again
+        after it. The default holds nothing.
+        """
+
 
 class Projection(Subscriber):
     """A read model: a pure function of the events, rebuildable from position 0."""

@@ -10,8 +10,9 @@ ingestion fails; `UnsupportedContentTypeError` is the refusal of a type (HTTP 41
 
 One module per seam: `sniffing` (and `decoding`, `zip_guard` for ZIP containers),
 one parser per format (`pdf_text`, `docx_text`, `html_text`, `markdown_text`),
-`cleaning` (shared by every parser) and `dispatch`. `isolated` runs `extract_text` in
-a child process (`child`) under a time and a memory limit.
+`cleaning` (shared by every parser) and `dispatch`. `worker` runs `extract_text` in
+a standing child process (`child`, frames in `protocol`) under a time and a memory
+limit; `isolated` does it once in a fresh child.
 """
 
 from ragledger.services.extraction.cleaning import clean_text
