@@ -76,6 +76,7 @@ from _common import (
     run_on_embedded_server,
     server_facts,
 )
+from _corpus import POLICY_LAYOUT, POLICY_WORDS, sections, sentence
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -116,117 +117,6 @@ CONTENDED_SHARE = 0.10
 
 # --- Synthetic policy documents ----------------------------------------------------------
 
-_TOPICS = (
-    "Information Security",
-    "Remote Working",
-    "Data Retention",
-    "Acceptable Use",
-    "Travel and Expenses",
-    "Incident Response",
-    "Procurement",
-    "Code of Conduct",
-    "Access Control",
-    "Business Continuity",
-    "Privacy and Data Protection",
-    "Vendor Management",
-)
-_SUBJECTS = (
-    "All employees",
-    "Contractors and temporary staff",
-    "Line managers",
-    "The information security team",
-    "Data owners",
-    "System administrators",
-    "The finance department",
-    "Each department head",
-    "The compliance officer",
-    "Third-party suppliers",
-    "Members of the executive committee",
-    "The human resources team",
-)
-_ACTIONS = (
-    "review",
-    "approve",
-    "document",
-    "report",
-    "retain",
-    "encrypt",
-    "classify",
-    "securely dispose of",
-    "escalate",
-    "record",
-    "protect",
-    "verify",
-)
-_OBJECTS = (
-    "customer records",
-    "access requests",
-    "expense claims",
-    "security incidents",
-    "personal data",
-    "laptops and mobile devices",
-    "system passwords",
-    "vendor contracts",
-    "backup media",
-    "audit logs",
-    "purchase orders",
-    "confidential documents",
-)
-_CONDITIONS = (
-    "within five working days",
-    "before the end of each quarter",
-    "in accordance with the retention schedule",
-    "unless an exception has been approved in writing",
-    "using only the tools approved by the company",
-    "as soon as reasonably practicable",
-    "at least once every twelve months",
-    "before access is granted",
-    "when they leave the organisation",
-    "in line with applicable law and regulation",
-    "whenever a significant change is made",
-    "after consulting the relevant data owner",
-)
-_EXTRA_SENTENCES = (
-    "Failure to comply with this section may result in disciplinary action, up to and "
-    "including termination of employment.",
-    "Where this policy conflicts with local legislation, the stricter requirement applies.",
-    "Questions about {obj} should be directed to {subj_lower}.",
-    "This requirement applies to {obj} held on paper as well as in electronic form.",
-    "Records of each decision must include the date, the person responsible and the outcome.",
-    "Exceptions are granted for a limited period and are reviewed before they expire.",
-    "The company provides training on {obj} to new starters during their first month.",
-    "Managers are expected to lead by example and to raise concerns without delay.",
-    "Evidence of compliance may be requested during internal and external audits.",
-    "Any suspected breach of this requirement must be reported to {subj_lower} immediately.",
-)
-_SECTIONS = (
-    "Purpose",
-    "Scope",
-    "Definitions",
-    "Roles and Responsibilities",
-    "Policy Statements",
-    "Handling of {obj_title}",
-    "Monitoring and Review",
-    "Exceptions",
-    "Training and Awareness",
-    "Compliance and Enforcement",
-    "Related Documents",
-    "Document Control",
-)
-
-
-def _sentence(rng: random.Random) -> str:
-    obj = rng.choice(_OBJECTS)
-    subj = rng.choice(_SUBJECTS)
-    if rng.random() < 0.3:
-        return rng.choice(_EXTRA_SENTENCES).format(obj=obj, subj_lower=subj[0].lower() + subj[1:])
-    verb = rng.choice(("must", "should", "are required to", "may only"))
-    return f"{subj} {verb} {rng.choice(_ACTIONS)} {obj} {rng.choice(_CONDITIONS)}."
-
-
-def _paragraph(rng: random.Random) -> str:
-    return " ".join(_sentence(rng) for _ in range(rng.randint(3, 6)))
-
 
 def policy_document(index: int, tag: str) -> tuple[str, bytes]:
     """A Markdown policy: title, a dozen numbered sections, some with subsections.
@@ -235,23 +125,15 @@ def policy_document(index: int, tag: str) -> tuple[str, bytes]:
     one reference line naming `tag`, which keeps blobs distinct between runs.
     """
     rng = random.Random(1000 + index)
-    topic = _TOPICS[index % len(_TOPICS)]
+    topic = POLICY_WORDS.topics[index % len(POLICY_WORDS.topics)]
     lines = [
         f"# {topic} Policy",
         "",
-        f"Reference: POL-{index:03d}-{tag}. Owner: {rng.choice(_SUBJECTS)}. "
+        f"Reference: POL-{index:03d}-{tag}. Owner: {rng.choice(POLICY_WORDS.subjects)}. "
         f"Version {rng.randint(1, 9)}.{rng.randint(0, 9)}.",
         "",
+        *sections(POLICY_WORDS, POLICY_LAYOUT, rng),
     ]
-    for number, heading in enumerate(_SECTIONS, start=1):
-        obj_title = rng.choice(_OBJECTS).title()
-        lines += [f"## {number}. {heading.format(obj_title=obj_title)}", ""]
-        for _ in range(rng.randint(2, 3)):
-            lines += [_paragraph(rng), ""]
-        if rng.random() < 0.4:
-            for sub in range(1, rng.randint(2, 3) + 1):
-                lines += [f"### {number}.{sub} {rng.choice(_OBJECTS).capitalize()}", ""]
-                lines += [_paragraph(rng), ""]
     slug = topic.lower().replace(" ", "-")
     return f"{slug}-{index:03d}-{tag}.md", "\n".join(lines).encode("utf-8")
 
@@ -745,7 +627,8 @@ async def measure_bare(
 
 
 WARM_TEXTS = [
-    " ".join(_sentence(random.Random(seed)) for _ in range(8)) for seed in range(DEFAULT_BATCH)
+    " ".join(sentence(POLICY_WORDS, random.Random(seed)) for _ in range(8))
+    for seed in range(DEFAULT_BATCH)
 ]
 
 

@@ -114,6 +114,7 @@ from _common import (
     start_server,
     write_results,
 )
+from _corpus import LOAD_LAYOUT, LOAD_WORDS, sections
 from sqlalchemy.engine import make_url
 
 from ragledger.events.store import APPEND_LOCK_ID, LOCK_NAMESPACE
@@ -210,105 +211,8 @@ GROUPS = ("hr", "finance", "it", "legal", "sales")
 
 # --- Synthetic corpus and queries ----------------------------------------------------------
 
-_TOPICS = (
-    "Information Security",
-    "Remote Working",
-    "Data Retention",
-    "Acceptable Use",
-    "Travel and Expenses",
-    "Incident Response",
-    "Procurement",
-    "Code of Conduct",
-    "Access Control",
-    "Business Continuity",
-    "Privacy",
-    "Vendor Management",
-)
-_SUBJECTS = (
-    "All employees",
-    "Contractors",
-    "Line managers",
-    "The information security team",
-    "Data owners",
-    "System administrators",
-    "The finance department",
-    "Department heads",
-    "The compliance officer",
-    "Suppliers",
-    "The human resources team",
-)
-# Verb and its past participle, for questions in the passive.
-_ACTIONS = (
-    ("review", "reviewed"),
-    ("approve", "approved"),
-    ("document", "documented"),
-    ("report", "reported"),
-    ("retain", "retained"),
-    ("encrypt", "encrypted"),
-    ("classify", "classified"),
-    ("escalate", "escalated"),
-    ("record", "recorded"),
-    ("protect", "protected"),
-    ("verify", "verified"),
-    ("archive", "archived"),
-)
-_OBJECTS = (
-    "customer records",
-    "access requests",
-    "expense claims",
-    "security incidents",
-    "personal data",
-    "laptops",
-    "system passwords",
-    "vendor contracts",
-    "backup media",
-    "audit logs",
-    "purchase orders",
-    "confidential documents",
-)
-_CONDITIONS = (
-    "within five working days",
-    "before the end of each quarter",
-    "in accordance with the retention schedule",
-    "unless an exception has been approved in writing",
-    "using only approved tools",
-    "as soon as reasonably practicable",
-    "at least once every twelve months",
-    "before access is granted",
-    "when they leave the organisation",
-    "whenever a significant change is made",
-)
-_EXTRA = (
-    "Failure to comply may result in disciplinary action.",
-    "Where this policy conflicts with local law, the stricter requirement applies.",
-    "Evidence of compliance may be requested during internal and external audits.",
-    "Exceptions are granted for a limited period and reviewed before they expire.",
-    "Records of each decision include the date, the person responsible and the outcome.",
-)
-_SECTIONS = (
-    "Purpose",
-    "Scope",
-    "Definitions",
-    "Roles and Responsibilities",
-    "Policy Statements",
-    "Handling Requirements",
-    "Monitoring and Review",
-    "Exceptions",
-    "Training and Awareness",
-    "Compliance",
-    "Related Documents",
-    "Document Control",
-)
-
-
-def _sentence(rng: random.Random) -> str:
-    if rng.random() < 0.2:
-        return rng.choice(_EXTRA)
-    verb = rng.choice(("must", "should", "are required to", "may only"))
-    action = rng.choice(_ACTIONS)[0]
-    return (
-        f"{rng.choice(_SUBJECTS)} {verb} {action} {rng.choice(_OBJECTS)} {rng.choice(_CONDITIONS)}."
-    )
+# Each action with its past participle, for questions in the passive.
+_ACTION_FORMS = tuple(zip(LOAD_WORDS.actions, LOAD_WORDS.participles, strict=True))
 
 
 def policy_document(index: int, run_tag: str) -> tuple[str, bytes, list[str]]:
@@ -319,15 +223,14 @@ def policy_document(index: int, run_tag: str) -> tuple[str, bytes, list[str]]:
     everyone (no groups, uploaded public), the rest by one or two groups.
     """
     rng = random.Random(10_000 + index)
-    topic = _TOPICS[index % len(_TOPICS)]
-    lines = [f"# {topic} Policy {index:04d}", "", f"Reference: POL-{index:04d}-{run_tag}.", ""]
-    for number, heading in enumerate(_SECTIONS, start=1):
-        lines += [f"## {number}. {heading}", ""]
-        for _ in range(rng.randint(2, 3)):
-            lines += [" ".join(_sentence(rng) for _ in range(rng.randint(3, 6))), ""]
-        if rng.random() < 0.4:
-            lines += [f"### {number}.1 {rng.choice(_OBJECTS).capitalize()}", ""]
-            lines += [" ".join(_sentence(rng) for _ in range(rng.randint(3, 5))), ""]
+    topic = LOAD_WORDS.topics[index % len(LOAD_WORDS.topics)]
+    lines = [
+        f"# {topic} Policy {index:04d}",
+        "",
+        f"Reference: POL-{index:04d}-{run_tag}.",
+        "",
+        *sections(LOAD_WORDS, LOAD_LAYOUT, rng),
+    ]
     groups = [] if rng.random() < 0.2 else rng.sample(GROUPS, rng.randint(1, 2))
     slug = topic.lower().replace(" ", "-")
     return f"{slug}-{index:04d}.md", "\n".join(lines).encode("utf-8"), groups
@@ -335,24 +238,24 @@ def policy_document(index: int, run_tag: str) -> tuple[str, bytes, list[str]]:
 
 def question_text(rng: random.Random) -> str:
     """A question in the corpus's words (plus stop words), so that full text finds context."""
-    action, participle = rng.choice(_ACTIONS)
-    obj = rng.choice(_OBJECTS)
-    subject = rng.choice(_SUBJECTS)
+    action, participle = rng.choice(_ACTION_FORMS)
+    obj = rng.choice(LOAD_WORDS.objects)
+    subject = rng.choice(LOAD_WORDS.subjects)
     return rng.choice(
         (
             f"Who must {action} {obj}?",
             f"How should {obj} be {participle}?",
             f"When must {subject.lower()} {action} {obj}?",
-            f"Which {obj} should be {participle} {rng.choice(_CONDITIONS)}?",
+            f"Which {obj} should be {participle} {rng.choice(LOAD_WORDS.conditions)}?",
         )
     )
 
 
 def search_query(rng: random.Random) -> str:
     """A keyword search in the corpus's words."""
-    action = rng.choice(_ACTIONS)[0]
-    obj = rng.choice(_OBJECTS)
-    return rng.choice((f"{action} {obj}", f"{obj} {rng.choice(_CONDITIONS)}", obj))
+    action = rng.choice(LOAD_WORDS.actions)
+    obj = rng.choice(LOAD_WORDS.objects)
+    return rng.choice((f"{action} {obj}", f"{obj} {rng.choice(LOAD_WORDS.conditions)}", obj))
 
 
 # --- Statistics ---------------------------------------------------------------------------
