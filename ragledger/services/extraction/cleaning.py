@@ -1,6 +1,6 @@
 """Text cleaning, headings, the shared failure messages and the section builder.
 
-Every format's parser feeds a `_SectionBuilder`, which cleans what it is given and
+Every format's parser feeds a `SectionBuilder`, which cleans what it is given and
 returns sections that tile the cleaned text.
 """
 
@@ -44,14 +44,16 @@ def clean_text(text: str) -> str:
     return text.strip("\n")
 
 
-def _clean_heading(raw: str) -> str:
+def clean_heading(raw: str) -> str:
+    """A heading as one cleaned line of at most MAX_HEADING_CHARS characters."""
     # Headings are single-line labels: the cap applies before cleaning too, so a
     # megabyte-long "heading" costs nothing.
     heading = " ".join(clean_text(raw[: MAX_HEADING_CHARS * 4]).split())
     return heading[:MAX_HEADING_CHARS].rstrip()
 
 
-def _format_bytes(n: int) -> str:
+def format_bytes(n: int) -> str:
+    """A byte count for a message: whole MiB or KiB where exact, else bytes."""
     if n >= 2**20 and n % 2**20 == 0:
         return f"{n // 2**20} MiB"
     if n >= 2**10 and n % 2**10 == 0:
@@ -59,7 +61,8 @@ def _format_bytes(n: int) -> str:
     return f"{n:,} bytes"
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
+    """A parser's exception as one short line a user can read (at most 200 characters)."""
     if isinstance(exc, zipfile.BadZipFile) and str(exc) == "File is not a zip file":
         return "not a readable ZIP archive (truncated or damaged)"
     message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
@@ -68,15 +71,17 @@ def _describe(exc: BaseException) -> str:
     return text[:200]
 
 
-def _too_long(max_chars: int) -> ExtractionError:
+def too_long(max_chars: int) -> ExtractionError:
+    """The error for a document whose text exceeds max_chars."""
     return ExtractionError(f"the document's text is longer than {max_chars:,} characters")
 
 
-def _no_text(hint: str = "") -> ExtractionError:
+def no_text(hint: str = "") -> ExtractionError:
+    """The error for a document with no text, with an optional hint of why."""
     return ExtractionError("the document contains no text" + hint)
 
 
-class _SectionBuilder:
+class SectionBuilder:
     """Collects cleaned blocks under heading paths and assembles tiling sections."""
 
     def __init__(self, max_chars: int) -> None:
@@ -94,7 +99,7 @@ class _SectionBuilder:
         return not self._sections
 
     def heading(self, level: int, raw: str) -> None:
-        title = _clean_heading(raw)
+        title = clean_heading(raw)
         if not title:
             return
         # Pop every heading at this level or deeper: an h2 after an h3 closes both.
@@ -114,7 +119,7 @@ class _SectionBuilder:
         # as soon as it passes the limit, not after all of it is held in memory.
         self._length += len(text) + 2
         if self._length - 2 > self._max_chars:
-            raise _too_long(self._max_chars)
+            raise too_long(self._max_chars)
         if new_section or not self._sections or self._sections[-1][0] != path:
             self._sections.append((path, [text]))
         else:
@@ -122,7 +127,7 @@ class _SectionBuilder:
 
     def build(self, content_type: str, *, page_count: int | None = None) -> ExtractedText:
         if not self._sections:
-            raise _no_text()
+            raise no_text()
         sections: list[Section] = []
         offset = 0
         last = len(self._sections) - 1

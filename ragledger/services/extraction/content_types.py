@@ -31,4 +31,4 @@ DEFAULT_MAX_DECOMPRESSED_BYTES = 200 * 2**20
 DEFAULT_MAX_CHARS = 20_000_000
 MAX_HEADING_CHARS = 200
 
-_ACCEPTED = "accepted types: PDF, DOCX, HTML, Markdown and plain text"
+ACCEPTED = "accepted types: PDF, DOCX, HTML, Markdown and plain text"

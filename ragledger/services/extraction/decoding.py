@@ -13,10 +13,10 @@ _BOMS: tuple[tuple[bytes, str], ...] = (
     (codecs.BOM_UTF16_LE, "utf-16-le"),
     (codecs.BOM_UTF16_BE, "utf-16-be"),
 )
-_SNIFF_BYTES = 64 * 1024
+SNIFF_BYTES = 64 * 1024
 
 
-def _decode_text(data: bytes) -> str:
+def decode_text(data: bytes) -> str:
     """Decode by byte-order mark, else as UTF-8; invalid bytes become U+FFFD."""
     for bom, encoding in _BOMS:
         if data.startswith(bom):
@@ -31,10 +31,10 @@ _META_CHARSET = re.compile(
 _CHARSET_ALIASES = {"iso-8859-1": "cp1252", "latin1": "cp1252", "us-ascii": "cp1252"}
 
 
-def _decode_html(data: bytes) -> str:
+def decode_html(data: bytes) -> str:
     """Decode HTML, honouring a `<meta charset>` only when the bytes are not UTF-8."""
     if any(data.startswith(bom) for bom, _ in _BOMS):
-        return _decode_text(data)
+        return decode_text(data)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -46,4 +46,4 @@ def _decode_html(data: bytes) -> str:
             return data.decode(_CHARSET_ALIASES.get(label, label), errors="replace")
         except LookupError:
             pass  # an unknown or non-text codec name: fall back to UTF-8
-    return _decode_text(data)
+    return decode_text(data)

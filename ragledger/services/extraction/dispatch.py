@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ragledger.services.document_text import ExtractedText
 from ragledger.services.extraction.content_types import (
-    _ACCEPTED,
+    ACCEPTED,
     DEFAULT_MAX_CHARS,
     DEFAULT_MAX_DECOMPRESSED_BYTES,
     DOCX_CONTENT_TYPE,
@@ -13,11 +13,11 @@ from ragledger.services.extraction.content_types import (
     PDF_CONTENT_TYPE,
     SUPPORTED_CONTENT_TYPES,
 )
-from ragledger.services.extraction.docx_text import _extract_docx
+from ragledger.services.extraction.docx_text import extract_docx
 from ragledger.services.extraction.errors import ExtractionError, UnsupportedContentTypeError
-from ragledger.services.extraction.html_text import _extract_html
-from ragledger.services.extraction.markdown_text import _extract_markdown, _extract_plain
-from ragledger.services.extraction.pdf_text import _extract_pdf
+from ragledger.services.extraction.html_text import extract_html
+from ragledger.services.extraction.markdown_text import extract_markdown, extract_plain
+from ragledger.services.extraction.pdf_text import extract_pdf
 
 
 def extract_text(
@@ -38,18 +38,18 @@ def extract_text(
     kind = content_type.split(";", 1)[0].strip().lower()
     if kind not in SUPPORTED_CONTENT_TYPES:
         raise UnsupportedContentTypeError(
-            f"unsupported content type {content_type[:100]!r} ({_ACCEPTED})"
+            f"unsupported content type {content_type[:100]!r} ({ACCEPTED})"
         )
     if not data:
         raise ExtractionError("the document is empty")
     if kind == PDF_CONTENT_TYPE:
-        return _extract_pdf(data, max_chars=max_chars)
+        return extract_pdf(data, max_chars=max_chars)
     if kind == DOCX_CONTENT_TYPE:
-        return _extract_docx(
+        return extract_docx(
             data, max_decompressed_bytes=max_decompressed_bytes, max_chars=max_chars
         )
     if kind == HTML_CONTENT_TYPE:
-        return _extract_html(data, max_chars=max_chars)
+        return extract_html(data, max_chars=max_chars)
     if kind == MARKDOWN_CONTENT_TYPE:
-        return _extract_markdown(data, max_chars=max_chars)
-    return _extract_plain(data, max_chars=max_chars)
+        return extract_markdown(data, max_chars=max_chars)
+    return extract_plain(data, max_chars=max_chars)

@@ -16,10 +16,10 @@ from docx.opc.exceptions import OpcError
 from lxml import etree
 
 from ragledger.services.document_text import ExtractedText
-from ragledger.services.extraction.cleaning import _describe, _SectionBuilder
+from ragledger.services.extraction.cleaning import SectionBuilder, describe
 from ragledger.services.extraction.content_types import DOCX_CONTENT_TYPE
 from ragledger.services.extraction.errors import ExtractionError
-from ragledger.services.extraction.zip_guard import _check_docx_archive
+from ragledger.services.extraction.zip_guard import check_docx_archive
 
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 _MC_FALLBACK = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"
@@ -47,9 +47,10 @@ _DOCX_ERRORS = (
 )
 
 
-def _extract_docx(data: bytes, *, max_decompressed_bytes: int, max_chars: int) -> ExtractedText:
-    _check_docx_archive(data, max_decompressed_bytes)
-    builder = _SectionBuilder(max_chars)
+def extract_docx(data: bytes, *, max_decompressed_bytes: int, max_chars: int) -> ExtractedText:
+    """The text of a DOCX under its headings, after the archive passed the zip guard."""
+    check_docx_archive(data, max_decompressed_bytes)
+    builder = SectionBuilder(max_chars)
     try:
         document = docx.Document(io.BytesIO(data))
         levels = _DocxHeadingLevels(document)
@@ -67,7 +68,7 @@ def _extract_docx(data: bytes, *, max_decompressed_bytes: int, max_chars: int) -
     except ExtractionError:
         raise
     except _DOCX_ERRORS as exc:
-        raise ExtractionError(f"the DOCX is corrupt: {_describe(exc)}") from exc
+        raise ExtractionError(f"the DOCX is corrupt: {describe(exc)}") from exc
     return builder.build(DOCX_CONTENT_TYPE)
 
 

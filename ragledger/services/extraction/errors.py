@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ragledger.services.errors import DomainError
-from ragledger.services.extraction.content_types import _ACCEPTED
+from ragledger.services.extraction.content_types import ACCEPTED
 
 
 class ExtractionError(DomainError):
@@ -23,5 +23,6 @@ class UnsupportedContentTypeError(ExtractionError):
     status_code = 415
 
 
-def _unsupported(what: str) -> UnsupportedContentTypeError:
-    return UnsupportedContentTypeError(f"unsupported file type: {what} ({_ACCEPTED})")
+def unsupported(what: str) -> UnsupportedContentTypeError:
+    """The error for an upload of type `what`, naming the types that are accepted."""
+    return UnsupportedContentTypeError(f"unsupported file type: {what} ({ACCEPTED})")

@@ -7,9 +7,9 @@ from html.parser import HTMLParser
 from typing import Any
 
 from ragledger.services.document_text import ExtractedText
-from ragledger.services.extraction.cleaning import _SectionBuilder
+from ragledger.services.extraction.cleaning import SectionBuilder
 from ragledger.services.extraction.content_types import HTML_CONTENT_TYPE
-from ragledger.services.extraction.decoding import _decode_html
+from ragledger.services.extraction.decoding import decode_html
 
 # fmt: off
 _HTML_SKIPPED = frozenset({
@@ -32,7 +32,7 @@ _SPACES = re.compile(r" {2,}")
 class _HtmlTextParser(HTMLParser):
     """Feeds visible text, as blocks and headings, into a section builder."""
 
-    def __init__(self, builder: _SectionBuilder) -> None:
+    def __init__(self, builder: SectionBuilder) -> None:
         super().__init__(convert_charrefs=True)
         self._builder = builder
         self._skip: list[str] = []
@@ -139,9 +139,10 @@ class _HtmlTextParser(HTMLParser):
         self._flush()
 
 
-def _extract_html(data: bytes, *, max_chars: int) -> ExtractedText:
-    builder = _SectionBuilder(max_chars)
+def extract_html(data: bytes, *, max_chars: int) -> ExtractedText:
+    """The visible text of an HTML page, in sections under its h1-h6 headings."""
+    builder = SectionBuilder(max_chars)
     parser = _HtmlTextParser(builder)
-    parser.feed(_decode_html(data))
+    parser.feed(decode_html(data))
     parser.close()
     return builder.build(HTML_CONTENT_TYPE)

@@ -6,23 +6,23 @@ import re
 from collections.abc import Iterator
 
 from ragledger.services.document_text import ExtractedText, Section
-from ragledger.services.extraction.cleaning import _clean_heading, _no_text, _too_long, clean_text
+from ragledger.services.extraction.cleaning import clean_heading, clean_text, no_text, too_long
 from ragledger.services.extraction.content_types import (
     MARKDOWN_CONTENT_TYPE,
     MAX_HEADING_CHARS,
     PLAIN_TEXT_CONTENT_TYPE,
 )
-from ragledger.services.extraction.decoding import _decode_text
+from ragledger.services.extraction.decoding import decode_text
 
 _ATX = re.compile(r" {0,3}(#{1,6})(?:[ \t](.*))?")
 _SETEXT = re.compile(r" {0,3}(=+|-+)[ \t]*")
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})(.*)")
 _NOT_PARAGRAPH = re.compile(r" {4}|\t| {0,3}(?:[-+*>]|\d{1,9}[.)])(?:[ \t]|$)| {0,3}#")
-_MD_LINK = re.compile(r"!?\[([^\]\n]{0,500})\]\([^)\n]{0,2000}\)")
+MD_LINK = re.compile(r"!?\[([^\]\n]{0,500})\]\([^)\n]{0,2000}\)")
 _MD_MARKS = re.compile(r"\*\*|__|`")
 
 
-def _markdown_headings(text: str) -> Iterator[tuple[int, int, str]]:
+def markdown_headings(text: str) -> Iterator[tuple[int, int, str]]:
     """(offset of the heading's first line, level, title) for each ATX or setext heading.
 
     Lines inside fenced code blocks are never headings. A setext underline (``===`` or
@@ -85,19 +85,20 @@ def _atx_title(raw: str) -> str:
 
 
 def _markdown_title(raw: str) -> str:
-    title = _MD_LINK.sub(r"\1", raw[: MAX_HEADING_CHARS * 4])
+    title = MD_LINK.sub(r"\1", raw[: MAX_HEADING_CHARS * 4])
     title = _MD_MARKS.sub("", title).strip()
     if len(title) > 2 and title[0] == title[-1] and title[0] in "*_":
         title = title[1:-1]
-    return _clean_heading(title)
+    return clean_heading(title)
 
 
-def _extract_markdown(data: bytes, *, max_chars: int) -> ExtractedText:
+def extract_markdown(data: bytes, *, max_chars: int) -> ExtractedText:
+    """Markdown text split into sections at its ATX and setext headings."""
     text = _checked_text(data, max_chars)
     sections: list[Section] = []
     stack: list[tuple[int, str]] = []
     start = 0
-    for offset, level, title in _markdown_headings(text):
+    for offset, level, title in markdown_headings(text):
         if offset > start:
             path = tuple(name for _, name in stack)
             sections.append(Section(heading_path=path, text=text[start:offset], start=start))
@@ -110,16 +111,17 @@ def _extract_markdown(data: bytes, *, max_chars: int) -> ExtractedText:
     return ExtractedText(content_type=MARKDOWN_CONTENT_TYPE, text=text, sections=tuple(sections))
 
 
-def _extract_plain(data: bytes, *, max_chars: int) -> ExtractedText:
+def extract_plain(data: bytes, *, max_chars: int) -> ExtractedText:
+    """Plain text as one section without a heading."""
     text = _checked_text(data, max_chars)
     section = Section(heading_path=(), text=text, start=0)
     return ExtractedText(content_type=PLAIN_TEXT_CONTENT_TYPE, text=text, sections=(section,))
 
 
 def _checked_text(data: bytes, max_chars: int) -> str:
-    text = clean_text(_decode_text(data))
+    text = clean_text(decode_text(data))
     if not text.strip():
-        raise _no_text()
+        raise no_text()
     if len(text) > max_chars:
-        raise _too_long(max_chars)
+        raise too_long(max_chars)
     return text

@@ -10,7 +10,7 @@ from pypdf import PasswordType, PdfReader
 from pypdf.errors import DependencyError, FileNotDecryptedError, PyPdfError
 
 from ragledger.services.document_text import ExtractedText
-from ragledger.services.extraction.cleaning import _describe, _no_text, _SectionBuilder
+from ragledger.services.extraction.cleaning import SectionBuilder, describe, no_text
 from ragledger.services.extraction.content_types import PDF_CONTENT_TYPE
 from ragledger.services.extraction.errors import ExtractionError
 
@@ -31,12 +31,13 @@ _PDF_ERRORS = (
 )
 
 
-def _extract_pdf(data: bytes, *, max_chars: int) -> ExtractedText:
+def extract_pdf(data: bytes, *, max_chars: int) -> ExtractedText:
+    """The text of a PDF, a section per page; ExtractionError for a damaged or encrypted one."""
     # A file cut short in transit has no end marker; pypdf would otherwise rebuild what
     # it can and quietly return part of the document.
     if b"%%EOF" not in data:
         raise ExtractionError("the PDF is corrupt or unreadable: the file is truncated")
-    builder = _SectionBuilder(max_chars)
+    builder = SectionBuilder(max_chars)
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
@@ -55,7 +56,7 @@ def _extract_pdf(data: bytes, *, max_chars: int) -> ExtractedText:
     except DependencyError as exc:
         raise ExtractionError("the PDF is encrypted with an unsupported method") from exc
     except _PDF_ERRORS as exc:
-        raise ExtractionError(f"the PDF is corrupt or unreadable: {_describe(exc)}") from exc
+        raise ExtractionError(f"the PDF is corrupt or unreadable: {describe(exc)}") from exc
     if builder.empty:
-        raise _no_text(" (scanned pages need OCR, which is not supported)")
+        raise no_text(" (scanned pages need OCR, which is not supported)")
     return builder.build(PDF_CONTENT_TYPE, page_count=page_count)

@@ -12,10 +12,10 @@ from ragledger.services.extraction.content_types import (
     PDF_CONTENT_TYPE,
     PLAIN_TEXT_CONTENT_TYPE,
 )
-from ragledger.services.extraction.decoding import _SNIFF_BYTES, _decode_text
-from ragledger.services.extraction.errors import ExtractionError, _unsupported
-from ragledger.services.extraction.markdown_text import _MD_LINK, _markdown_headings
-from ragledger.services.extraction.zip_guard import _sniff_zip
+from ragledger.services.extraction.decoding import SNIFF_BYTES, decode_text
+from ragledger.services.extraction.errors import ExtractionError, unsupported
+from ragledger.services.extraction.markdown_text import MD_LINK, markdown_headings
+from ragledger.services.extraction.zip_guard import sniff_zip
 
 _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", "a PNG image"),
@@ -65,22 +65,22 @@ def sniff_content_type(data: bytes) -> str:
     if _is_pdf(data):
         return PDF_CONTENT_TYPE
     if data.startswith((b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")):
-        return _sniff_zip(data)
+        return sniff_zip(data)
     for magic, what in _MAGIC:
         if data.startswith(magic):
-            raise _unsupported(what)
+            raise unsupported(what)
     if data.startswith(b"RIFF") and data[8:12] in _RIFF_KINDS:
-        raise _unsupported(_RIFF_KINDS[data[8:12]])
+        raise unsupported(_RIFF_KINDS[data[8:12]])
     if data[4:8] == b"ftyp":
-        raise _unsupported("an MP4/QuickTime media file")
+        raise unsupported("an MP4/QuickTime media file")
 
-    sample = _decode_text(data[:_SNIFF_BYTES])
+    sample = decode_text(data[:SNIFF_BYTES])
     verdict = _binary_verdict(sample)
     if verdict is not None:
         for magic, what in _WEAK_MAGIC:
             if data.startswith(magic):
-                raise _unsupported(what)
-        raise _unsupported(verdict)
+                raise unsupported(what)
+        raise unsupported(verdict)
     return _classify_text(sample)
 
 
@@ -134,7 +134,7 @@ def _classify_text(sample: str) -> str:
     stripped = head.lstrip()
     lowered = stripped[:4096].lower()
     if lowered.startswith(("<?xml", "<svg")) and "<svg" in lowered:
-        raise _unsupported("an SVG image")
+        raise unsupported("an SVG image")
     if _looks_like_markdown(clean_text(sample)):
         return MARKDOWN_CONTENT_TYPE
     tags = len(_HTML_TAG.findall(head))
@@ -145,9 +145,9 @@ def _classify_text(sample: str) -> str:
 
 def _looks_like_markdown(text: str) -> bool:
     """ATX or setext headings, a fenced code block, a table rule, or several links."""
-    if next(_markdown_headings(text), None) is not None:
+    if next(markdown_headings(text), None) is not None:
         return True
     head = text[:16384]
     if _MD_TABLE_RULE.search(head) or _MD_FENCE_BLOCK.search(head):
         return True
-    return len(_MD_LINK.findall(head)) >= 2
+    return len(MD_LINK.findall(head)) >= 2

@@ -13,9 +13,9 @@ import struct
 import zipfile
 import zlib
 
-from ragledger.services.extraction.cleaning import _describe, _format_bytes
+from ragledger.services.extraction.cleaning import describe, format_bytes
 from ragledger.services.extraction.content_types import DOCX_CONTENT_TYPE
-from ragledger.services.extraction.errors import ExtractionError, _unsupported
+from ragledger.services.extraction.errors import ExtractionError, unsupported
 
 # Malformed archives and inflation errors surface through all of these from zipfile.
 _ZIP_ERRORS = (
@@ -89,15 +89,16 @@ def _main_part(archive: zipfile.ZipFile) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _sniff_zip(data: bytes) -> str:
+def sniff_zip(data: bytes) -> str:
+    """DOCX for a Word archive; UnsupportedContentTypeError naming any other ZIP."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             names = set(archive.namelist())
             if not names:
-                raise _unsupported("an empty ZIP archive")
+                raise unsupported("an empty ZIP archive")
             mimetype = _read_bounded(archive, "mimetype", 200) if "mimetype" in names else None
             if mimetype is not None and mimetype.strip() in _ZIP_MIMETYPES:
-                raise _unsupported(_ZIP_MIMETYPES[mimetype.strip()])
+                raise unsupported(_ZIP_MIMETYPES[mimetype.strip()])
             _, main_type = _main_part(archive) if _CONTENT_TYPES_PART in names else (None, None)
     except _ZIP_ERRORS:
         # The central directory is unreadable (a truncated upload, say): judge by the
@@ -107,18 +108,18 @@ def _sniff_zip(data: bytes) -> str:
             _CONTENT_TYPES_PART in local_names and any(n.startswith("word/") for n in local_names)
         ):
             return DOCX_CONTENT_TYPE
-        raise _unsupported("a damaged or unreadable ZIP archive") from None
+        raise unsupported("a damaged or unreadable ZIP archive") from None
     if main_type is not None:
         for prefix, refusal in _OOXML_MAIN_TYPES:
             if main_type.startswith(prefix):
                 if refusal is None:
                     return DOCX_CONTENT_TYPE
-                raise _unsupported(refusal)
+                raise unsupported(refusal)
     if _CONTENT_TYPES_PART in names and _WORD_MAIN_PART in names:
         return DOCX_CONTENT_TYPE
     if "META-INF/MANIFEST.MF" in names:
-        raise _unsupported("a Java archive (JAR)")
-    raise _unsupported("a ZIP archive that is not a Word document")
+        raise unsupported("a Java archive (JAR)")
+    raise unsupported("a ZIP archive that is not a Word document")
 
 
 def _local_header_names(data: bytes, *, scan: int = 256 * 1024) -> set[str]:
@@ -132,7 +133,7 @@ def _local_header_names(data: bytes, *, scan: int = 256 * 1024) -> set[str]:
     return names
 
 
-def _check_docx_archive(data: bytes, max_decompressed_bytes: int) -> None:
+def check_docx_archive(data: bytes, max_decompressed_bytes: int) -> None:
     """Refuse a DOCX whose ZIP is broken or inflates past the budget, with bounded memory.
 
     The declared sizes in the central directory are summed first, which stops honest
@@ -150,7 +151,7 @@ def _check_docx_archive(data: bytes, max_decompressed_bytes: int) -> None:
                 raise ExtractionError(f"the DOCX is corrupt: more than {_MAX_ZIP_ENTRIES:,} parts")
             if sum(info.file_size for info in infos) > max_decompressed_bytes:
                 raise ExtractionError(
-                    f"the DOCX expands past {_format_bytes(max_decompressed_bytes)} "
+                    f"the DOCX expands past {format_bytes(max_decompressed_bytes)} "
                     "when decompressed"
                 )
             names = {info.filename for info in infos}
@@ -160,7 +161,7 @@ def _check_docx_archive(data: bytes, max_decompressed_bytes: int) -> None:
             if main_type is not None:
                 for prefix, refusal in _OOXML_MAIN_TYPES:
                     if refusal is not None and main_type.startswith(prefix):
-                        raise _unsupported(refusal)
+                        raise unsupported(refusal)
             main_name = main_name or _WORD_MAIN_PART
             if main_name not in names:
                 raise ExtractionError(f"the DOCX is corrupt: {main_name} is missing")
@@ -169,7 +170,7 @@ def _check_docx_archive(data: bytes, max_decompressed_bytes: int) -> None:
             for info in infos:
                 _verify_entry_size(archive, info)
     except _ZIP_ERRORS as exc:
-        raise ExtractionError(f"the DOCX is corrupt: {_describe(exc)}") from exc
+        raise ExtractionError(f"the DOCX is corrupt: {describe(exc)}") from exc
 
 
 def _verify_entry_size(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
