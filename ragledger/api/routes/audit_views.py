@@ -15,6 +15,7 @@ import structlog
 from fastapi import APIRouter, Query, Request
 from fastapi_pagination import resolve_params
 
+from ragledger.api.app_services import app_services
 from ragledger.api.deps import AuditorUser, SessionDep
 from ragledger.api.errors import error_responses
 from ragledger.api.provenance import ledger_ref, provenance_fields
@@ -129,7 +130,7 @@ async def list_events(
         order=order,
         size=size,
         cursor=params.cursor,
-        key=request.app.state.cursor_key,
+        key=app_services(request.app).cursor_key,
     )
     await record_view(
         session,
