@@ -106,6 +106,7 @@ from sqlalchemy import Text, cast, event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ragledger.api.app import create_app
+from ragledger.api.app_services import app_services
 from ragledger.core.database import plan_each_query
 from ragledger.core.ids import uuid7
 from ragledger.core.logging import configure_logging
@@ -1018,7 +1019,7 @@ async def verification_section(
     print("loading every event's canonical bytes for the baseline ...", flush=True)
     blobs, head_hash, load_s = await chain_bytes(sessionmaker)
     total_bytes = sum(len(b) for b in blobs) + 32 * len(blobs)
-    signer = app.state.signer
+    signer = app_services(app).signer
     metadata = EventMetadata(actor_id="bench:audit", actor_role="auditor")
     platform_runs: list[Timed] = []
     one_reader_runs: list[Timed] = []
@@ -1726,7 +1727,7 @@ async def pages_section(
     params: Params,
 ) -> dict[str, Any]:
     """Every cell of both views through the ASGI app, then the slow ones under experiments."""
-    database = app.state.database
+    database = app_services(app).database
     async with database.sessionmaker() as session, session.begin():
         auditor = await users_service.create_user(
             session,
@@ -2116,7 +2117,7 @@ async def run_benchmark(
     generator = LedgerGenerator(rng, employees=employees, documents=documents)
     app = create_app(settings, run_subscribers=False)
     async with app.router.lifespan_context(app):
-        database = app.state.database
+        database = app_services(app).database
         owner: AsyncEngine = database.owner_engine
         server = await server_facts(owner, SERVER_SETTINGS)
 

@@ -79,6 +79,7 @@ from audit import answer_filter_sets as audit_answer_filter_sets
 from sqlalchemy import func, select, text
 
 from ragledger.api.app import create_app
+from ragledger.api.app_services import app_services
 from ragledger.core.database import to_asyncpg_dsn
 from ragledger.core.logging import configure_logging
 from ragledger.core.settings import Settings
@@ -199,7 +200,7 @@ async def build(admin_url: str, data_dir: Path, events: int) -> Population:
     )
     app = create_app(settings, run_subscribers=False)
     async with app.router.lifespan_context(app):
-        database = app.state.database
+        database = app_services(app).database
         print(f"generating {events} events (kept in {data_dir}) ...", flush=True)
         generation = await generate(database.sessionmaker, generator, events)
         timings: dict[str, float] = {}
@@ -486,7 +487,7 @@ async def measure(
 
 async def auditor_token(app: Any, client: httpx.AsyncClient, settings: Settings) -> str:
     """The bench auditor's token (the account is made once and kept with the database)."""
-    database = app.state.database
+    database = app_services(app).database
     async with database.sessionmaker() as session, session.begin():
         if await users_service.get_by_email(session, AUDITOR_EMAIL) is None:
             await users_service.create_user(
@@ -513,7 +514,7 @@ async def pages_section(
     """Every pair through the ASGI app; the results, the fixtures used, the server facts."""
     app = create_app(settings, run_subscribers=False)
     async with app.router.lifespan_context(app):
-        database = app.state.database
+        database = app_services(app).database
         server = await server_facts(database.owner_engine, SERVER_SETTINGS)
         transport = httpx.ASGITransport(app, client=("203.0.113.9", 50000))
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
@@ -550,7 +551,7 @@ async def pages_section(
             askers = [uuid.UUID(i) for i in population.employees]
             results = []
             for number, pair in enumerate(
-                pairs(fx, askers, questions, app.state.cursor_key, total), start=1
+                pairs(fx, askers, questions, app_services(app).cursor_key, total), start=1
             ):
                 if only not in f"{pair.page} {pair.name}":
                     continue

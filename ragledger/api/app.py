@@ -14,7 +14,7 @@ from fastapi_cache.backends.redis import RedisBackend
 from fastapi_pagination import add_pagination
 from redis.asyncio import Redis
 
-from ragledger.api.app_services import AppServices, app_services
+from ragledger.api.app_services import AppServices, app_services, install_app_services
 from ragledger.api.auth import build_fastapi_users
 from ragledger.api.background import BackgroundWork
 from ragledger.api.body_limit import BodyLimitMiddleware
@@ -87,7 +87,6 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = await open_database(settings)
-        app.state.settings = settings
         events_redis = (
             Redis.from_url(
                 settings.redis_url,
@@ -112,6 +111,11 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
         await limits.prepare()
         limits.on_exceeded = record_rate_limit_exceeded
         services = AppServices(
+            settings=settings,
+            trusted_proxies=proxies,
+            metrics_networks=metrics_networks,
+            csrf_key=csrf,
+            cursor_key=cursor,
             database=database,
             mailer=Mailer(settings),
             background=BackgroundWork(),
@@ -124,10 +128,8 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
             rate_limits=limits,
             shutdown=ShutdownSignal(),
         )
-        app.state.services = services
-        # The console (web/) still reads these by name; rate_limited() reads rate_limits.
-        app.state.database = database
-        app.state.signer = services.signer
+        install_app_services(app, services)
+        # For routes declared with rate_limited(), which reads it without AppServices.
         app.state.rate_limits = limits
         cache_redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         FastAPICache.init(
@@ -215,10 +217,12 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
         summary="Event-sourced, audit-first retrieval-augmented answers.",
         lifespan=lifespan,
     )
-    app.state.settings = settings
     proxies = TrustedProxies.parse(settings.trusted_proxies)
-    app.state.trusted_proxies = proxies
-    app.state.metrics_networks = TrustedProxies.parse(settings.metrics_allowed_networks)
+    metrics_networks = TrustedProxies.parse(settings.metrics_allowed_networks)
+    # Derived once: resolving the key may read the data dir's key file.
+    secret = settings.resolved_secret_key()
+    csrf = csrf_key(secret)
+    cursor = cursor_key(secret)
     install_error_handlers(app)
     app.add_exception_handler(RateLimitExceededError, rate_limit_exceeded_handler)
 
@@ -266,10 +270,6 @@ def create_app(settings: Settings | None = None, *, run_subscribers: bool | None
     app.include_router(api)
     app.include_router(metrics.router)
     app.state.unlisted_paths = ("/metrics",)
-    # Derived once: resolving the key may read the data dir's key file.
-    secret = settings.resolved_secret_key()
-    app.state.csrf_key = csrf_key(secret)
-    app.state.cursor_key = cursor_key(secret)
     install_console(app)
     add_pagination(app)
 

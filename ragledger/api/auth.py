@@ -60,12 +60,13 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
 
     def __init__(self, user_db: TransactionalUserDatabase, request: Request) -> None:
         super().__init__(user_db, password_helper)
-        settings = request.app.state.settings
+        services = app_services(request.app)
+        settings = services.settings
         secret = settings.resolved_secret_key()
         self.reset_password_token_secret = secret
         self.verification_token_secret = secret
         self._settings = settings
-        self._mailer = app_services(request.app).mailer
+        self._mailer = services.mailer
 
     @property
     def session(self) -> Any:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from fastapi import Request, Response
 from starlette.datastructures import FormData
 
+from ragledger.api.app_services import app_services
 from ragledger.services.errors import PermissionDeniedError
 from ragledger.services.tokens import TokenClaims
 
@@ -50,7 +51,7 @@ def csrf_token_for(claims: TokenClaims, key: bytes) -> str:
 
 def request_is_https(request: Request) -> bool:
     """True when the request came over https, directly or via a trusted proxy."""
-    return request.app.state.trusted_proxies.scheme(request.scope) == "https"
+    return app_services(request.app).trusted_proxies.scheme(request.scope) == "https"
 
 
 def own_origins(request: Request) -> set[str]:
@@ -60,7 +61,7 @@ def own_origins(request: Request) -> set[str]:
     host = request.headers.get("host")
     if host:
         origins.add(f"{scheme}://{host.lower()}")
-    public = urlsplit(request.app.state.settings.public_base_url)
+    public = urlsplit(app_services(request.app).settings.public_base_url)
     if public.scheme and public.netloc:
         origins.add(f"{public.scheme.lower()}://{public.netloc.lower()}")
     return origins
@@ -99,7 +100,7 @@ async def check_csrf(request: Request, claims: TokenClaims) -> None:
         form: FormData = await request.form()
         value = form.get(CSRF_FIELD)
         sent = value if isinstance(value, str) else None
-    expected = csrf_token_for(claims, request.app.state.csrf_key)
+    expected = csrf_token_for(claims, app_services(request.app).csrf_key)
     if not sent or not hmac.compare_digest(sent, expected):
         raise PermissionDeniedError(
             "the form's security token is missing or stale; reload the page and try again",

@@ -41,9 +41,9 @@ async def get_database(services: ServicesDep) -> Database:
     return services.database
 
 
-async def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(services: ServicesDep) -> Settings:
     """The settings the app was built with."""
-    return request.app.state.settings
+    return services.settings
 
 
 async def get_token_service(

@@ -299,7 +299,12 @@ class RateLimits:
 
 
 def get_rate_limits(request: Request) -> RateLimits:
-    """The app's RateLimits, kept on `app.state.rate_limits` by the app's start-up."""
+    """The app's RateLimits, kept on `app.state.rate_limits` by the app's start-up.
+
+    Not read through AppServices (api/app_services.py): that module imports this one,
+    and `rate_limited` serves any app that sets the attribute, the small app of
+    tests/integration/api/test_edge_middleware.py included.
+    """
     limits = getattr(request.app.state, APP_STATE_ATTRIBUTE, None)
     if not isinstance(limits, RateLimits):
         raise RuntimeError("app.state.rate_limits is not set: build RateLimits at start-up")

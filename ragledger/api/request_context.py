@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from starlette.requests import HTTPConnection
 
+from ragledger.api.app_services import app_services
 from ragledger.events.envelope import EventMetadata
 
 if TYPE_CHECKING:
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
 
 def client_ip(request: HTTPConnection) -> str:
     """The client's address, believing X-Forwarded-For only from trusted proxies."""
-    return request.app.state.trusted_proxies.client_address(request)
+    return app_services(request.app).trusted_proxies.client_address(request)
 
 
 def event_metadata(request: HTTPConnection, user: User | None = None) -> EventMetadata:

@@ -217,6 +217,11 @@ class LocalEmbedder(Embedder):
         return self._device
 
     @property
+    def model(self) -> Any:
+        """The loaded torch model, or None before the first embed; loaded once a process."""
+        return self._model
+
+    @property
     def info(self) -> EmbeddingModelInfo:
         """Name, 384 dimensions and the hash of the model files (computed once)."""
         if self._info is None:

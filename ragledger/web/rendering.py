@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 
+from ragledger.api.app_services import app_services
 from ragledger.api.browser_session import Viewer, csrf_token_for
 from ragledger.web.paging import query_prefix
 
@@ -37,7 +38,7 @@ def csrf_token(request: Request) -> str:
     claims = getattr(request.state, "token_claims", None)
     if claims is None:
         return ""
-    return csrf_token_for(claims, request.app.state.csrf_key)
+    return csrf_token_for(claims, app_services(request.app).csrf_key)
 
 
 def iso(moment: datetime | None) -> str:

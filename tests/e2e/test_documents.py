@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import pytest
 from sqlalchemy import text
 
+from ragledger.api.app_services import app_services, install_app_services
 from ragledger.events import store
 from ragledger.projections.registry import all_subscribers
 from ragledger.projections.runner import reset_projection, run_until_caught_up
@@ -175,7 +177,8 @@ async def test_refused_uploads_store_nothing(
 
 
 async def test_oversized_upload_is_413(db, settings, client, accounts, app) -> None:
-    app.state.settings = settings.model_copy(update={"max_upload_bytes": 2048})
+    smaller = settings.model_copy(update={"max_upload_bytes": 2048})
+    install_app_services(app, dataclasses.replace(app_services(app), settings=smaller))
     response = await upload(client, accounts["admin"], b"x" * 4096, "big.txt")
     assert response.status_code == 413
     assert "larger than the limit" in response.json()["detail"]

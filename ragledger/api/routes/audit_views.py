@@ -15,6 +15,7 @@ import structlog
 from fastapi import APIRouter, Query, Request
 from fastapi_pagination import resolve_params
 
+from ragledger.api.app_services import app_services
 from ragledger.api.deps import AuditorUser, SessionDep
 from ragledger.api.errors import error_responses
 from ragledger.api.provenance import ledger_ref, provenance_fields
@@ -45,7 +46,7 @@ from ragledger.services.audit.filters import (
     DocumentMatch,
     EventFilters,
 )
-from ragledger.services.audit.recorded_views import record_view
+from ragledger.services.audit.recorded_views import record_answer_view, record_view
 from ragledger.services.audit.stories import MAX_HISTORY_ANSWERS, document_history, question_story
 
 log = structlog.get_logger(__name__)
@@ -129,7 +130,7 @@ async def list_events(
         order=order,
         size=size,
         cursor=params.cursor,
-        key=request.app.state.cursor_key,
+        key=app_services(request.app).cursor_key,
     )
     await record_view(
         session,
@@ -244,13 +245,10 @@ async def get_answer_story(
             for e in story.reads
         ],
     )
-    await record_view(
+    await record_answer_view(
         session,
-        auditor_id=auditor.id,
-        view="answer",
-        filters={},
-        item_count=1,
-        target_id=str(question_id),
+        reader_id=auditor.id,
+        answer_id=question_id,
         metadata=event_metadata(request, auditor),
     )
     return response

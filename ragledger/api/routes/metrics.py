@@ -40,7 +40,7 @@ def check_metrics_access(request: Request, settings: Settings, allowed: TrustedP
             detail="invalid metrics token",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    address = request.app.state.trusted_proxies.client_address(request)
+    address = app_services(request.app).trusted_proxies.client_address(request)
     if allowed.is_trusted(address):
         return
     raise HTTPException(
@@ -53,10 +53,11 @@ def check_metrics_access(request: Request, settings: Settings, allowed: TrustedP
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
     """Every metric in Prometheus text format; shared gauges are read from PostgreSQL now."""
-    settings: Settings = request.app.state.settings
-    check_metrics_access(request, settings, request.app.state.metrics_networks)
+    services = app_services(request.app)
+    settings = services.settings
+    check_metrics_access(request, settings, services.metrics_networks)
     try:
-        async with app_services(request.app).database.sessionmaker() as session:
+        async with services.database.sessionmaker() as session:
             head, lags = await read_subscriber_lags(session, all_subscribers(settings))
             counts = await read_anomaly_counts(session)
         set_database_gauges(head, lags, counts)

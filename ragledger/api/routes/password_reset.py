@@ -33,7 +33,7 @@ async def forgot_password(request: Request, body: ForgotPasswordCreate) -> None:
         send_reset_mail(
             sessionmaker=services.database.sessionmaker,
             mailer=services.mailer,
-            settings=request.app.state.settings,
+            settings=services.settings,
             email=email,
             metadata=event_metadata(request),
         ),

@@ -46,7 +46,7 @@ from ragledger.services.answering import (
     retrieval_params,
     validate_question,
 )
-from ragledger.services.audit.recorded_views import record_view
+from ragledger.services.audit.recorded_views import record_answer_view
 from ragledger.services.documents import reader_of
 from ragledger.services.embedding import get_embedder
 from ragledger.services.errors import ConflictError, PermissionDeniedError
@@ -278,17 +278,14 @@ async def get_answer(
         answer_withheld=p.answer_withheld,
         events=[ledger_ref(e) for e in p.events],
     )
-    if p.asked_by != user.id:
-        # An auditor or admin read someone else's answer: recorded like the audit route's.
-        await record_view(
-            session,
-            auditor_id=user.id,
-            view="answer",
-            filters={},
-            item_count=1,
-            target_id=str(answer_id),
-            metadata=event_metadata(request, user),
-        )
+    # An auditor or admin reading someone else's answer is recorded as the audit route's.
+    await record_answer_view(
+        session,
+        reader_id=user.id,
+        answer_id=answer_id,
+        asked_by=p.asked_by,
+        metadata=event_metadata(request, user),
+    )
     return response
 
 

@@ -39,3 +39,36 @@ async def record_view(
         ],
         metadata=metadata,
     )
+
+
+# The view name of one answer's read, the same from the API and the console, so the
+# answer's story lists every read of it whichever surface it came through.
+ANSWER_VIEW = "answer"
+
+
+async def record_answer_view(
+    session: AsyncSession,
+    *,
+    reader_id: uuid.UUID,
+    answer_id: uuid.UUID,
+    metadata: EventMetadata,
+    asked_by: uuid.UUID | None = None,
+) -> bool:
+    """Record that `reader_id` read the answer `answer_id`; True when it was recorded.
+
+    With `asked_by` (the answers route, the console's answer page) an asker reading
+    their own answer is no audit read and nothing is recorded; without it (the audit
+    story) every read is. Call it last, as `record_view`.
+    """
+    if asked_by is not None and asked_by == reader_id:
+        return False
+    await record_view(
+        session,
+        auditor_id=reader_id,
+        view=ANSWER_VIEW,
+        filters={},
+        item_count=1,
+        target_id=str(answer_id),
+        metadata=metadata,
+    )
+    return True

@@ -21,6 +21,7 @@ from ragledger.services.answering import (
     QuestionRequest,
     StreamEvent,
     answer_question,
+    question_request,
     retrieval_params,
 )
 from ragledger.services.documents import Reader
@@ -161,20 +162,6 @@ def rank_scores(ranking: Sequence[uuid.UUID], relevant: set[uuid.UUID], k: int) 
     )
 
 
-def answer_request(mode: str, **fields: Any) -> QuestionRequest | None:
-    """A question request in `mode`, or None when this build's answer path lacks the mode.
-
-    The answer path takes its mode from the request when it has a `mode` field; without
-    one it answers only generatively (with LLM_MODEL).
-    """
-    names = {f.name for f in dataclasses.fields(QuestionRequest)}
-    if "mode" in names:
-        fields["mode"] = mode
-    elif mode != "generative":
-        return None
-    return QuestionRequest(**fields)
-
-
 async def _answer(
     database: Database,
     settings: Settings,
@@ -251,12 +238,6 @@ async def run_evaluation(
     async with database.sessionmaker() as session:
         catalogue = await rankers.load_catalogue(session, reader=reader, document_ids=document_ids)
     texts = catalogue.text_of()
-    answering = options.answers
-    if answering and answer_request(options.mode, **_probe_fields(reader, asker_id)) is None:
-        answering = False
-        report.answers_note = (
-            f"this build's answer path has no {options.mode} mode; answers were not run"
-        )
     for question in dataset.questions:
         vector = (await embedder.embed([question.question]))[0]
         relevant = (
@@ -281,18 +262,20 @@ async def run_evaluation(
                 ),
             }
         answer = None
-        if answering:
-            request = answer_request(
-                options.mode,
-                question_id=uuid7(),
-                question=question.question,
-                top_k=options.top_k,
-                document_ids=tuple(document_ids),
-                reader=reader,
-                asker_id=asker_id,
-                metadata=metadata,
-            )
-            assert request is not None
+        if options.answers:
+            # Built as the API and the CLI build theirs: checked, with a new question id.
+            async with database.sessionmaker() as session:
+                request = await question_request(
+                    session,
+                    question=question.question,
+                    top_k=options.top_k,
+                    document_ids=document_ids,
+                    mode=options.mode,
+                    reader=reader,
+                    asker_id=asker_id,
+                    metadata=metadata,
+                    settings=settings,
+                )
             answer = await _answer(database, settings, embedder, request, question, texts)
         report.results.append(
             QuestionResult(
@@ -310,18 +293,6 @@ async def run_evaluation(
     report.seconds = time.perf_counter() - started
     await _record(database, report, metadata)
     return report
-
-
-def _probe_fields(reader: Reader, asker_id: uuid.UUID) -> dict[str, Any]:
-    return {
-        "question_id": uuid.UUID(int=0),
-        "question": "probe",
-        "top_k": 1,
-        "document_ids": (),
-        "reader": reader,
-        "asker_id": asker_id,
-        "metadata": EventMetadata(),
-    }
 
 
 async def _record(database: Database, report: EvaluationReport, metadata: EventMetadata) -> None:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
+from ragledger.api.app_services import app_services
 from ragledger.api.deps import AdminUser, SessionDep
 from ragledger.api.request_context import event_metadata
 from ragledger.api.routes.documents import reader_of
@@ -57,7 +58,7 @@ async def _page(
             "pager": Pager(number, number > 1, len(rows) > PAGE_SIZE),
             "error": error,
             "kept": kept or {},
-            "max_upload_bytes": request.app.state.settings.max_upload_bytes,
+            "max_upload_bytes": app_services(request.app).settings.max_upload_bytes,
             "current_query": f"page={number}",
         },
         status_code=status_code,

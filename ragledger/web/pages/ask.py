@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse
 from ragledger.api.deps import EmployeeUser, SessionDep
 from ragledger.api.request_context import event_metadata
 from ragledger.api.routes.documents import reader_of
-from ragledger.services.audit.recorded_views import record_view
+from ragledger.services.audit.recorded_views import record_answer_view
 from ragledger.services.provenance import load_provenance
 from ragledger.web.rendering import render
 
@@ -35,15 +35,12 @@ async def answer_page(
         {"p": provenance, "is_asker": provenance.asked_by == user.id},
         title="Answer",
     )
-    if provenance.asked_by != user.id:
-        # An auditor or admin read someone else's answer: recorded as the API records it.
-        await record_view(
-            session,
-            auditor_id=user.id,
-            view="answer",
-            filters={},
-            item_count=1,
-            target_id=str(answer_id),
-            metadata=event_metadata(request, user),
-        )
+    # An auditor or admin reading someone else's answer is recorded as the API records it.
+    await record_answer_view(
+        session,
+        reader_id=user.id,
+        answer_id=answer_id,
+        asked_by=provenance.asked_by,
+        metadata=event_metadata(request, user),
+    )
     return response

@@ -18,7 +18,7 @@ from ragledger.api.request_context import event_metadata
 from ragledger.services import users as users_service
 from ragledger.services.audit.answer_pages import page_answers
 from ragledger.services.audit.filters import AnswerFilters, AnswerStatus
-from ragledger.services.audit.recorded_views import record_view
+from ragledger.services.audit.recorded_views import record_answer_view, record_view
 from ragledger.services.audit.stories import document_history, question_story
 from ragledger.services.errors import DomainError, InvalidInputError
 from ragledger.web.forms import optional_time, optional_uuid
@@ -111,13 +111,10 @@ async def story_page(
 ) -> HTMLResponse:
     """One question's whole story from the ledger, and who read it (auditor, admin)."""
     story = await question_story(session, question_id, auditor_id=auditor.id)
-    await record_view(
+    await record_answer_view(
         session,
-        auditor_id=auditor.id,
-        view="answer",
-        filters={},
-        item_count=1,
-        target_id=str(question_id),
+        reader_id=auditor.id,
+        answer_id=question_id,
         metadata=event_metadata(request, auditor),
     )
     return render(

@@ -8,13 +8,14 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 
+from ragledger.api.app_services import app_services
 from ragledger.api.deps import AuditorUser, SessionDep
 from ragledger.api.request_context import event_metadata
 from ragledger.events import store
 from ragledger.models.ledger import EventRow
 from ragledger.services import ledger_audit
 from ragledger.services.audit.recorded_views import record_view
-from ragledger.services.signing import DigestSigner, SignedDigest
+from ragledger.services.signing import SignedDigest
 from ragledger.web.rendering import render
 
 router = APIRouter()
@@ -24,7 +25,7 @@ RECENT_DIGESTS = 10
 async def _integrity(
     request: Request, session: SessionDep, run: object | None = None
 ) -> HTMLResponse:
-    signer: DigestSigner = request.app.state.signer
+    signer = app_services(request.app).signer
     head = await store.head(session)
     rows = await session.execute(
         select(EventRow.position, EventRow.payload)
@@ -93,8 +94,8 @@ async def verify_submit(
 ) -> HTMLResponse:
     """Recompute the chain and record LedgerVerified, as GET /api/v1/audit/verify does."""
     run = await ledger_audit.run_verification(
-        request.app.state.database.sessionmaker,
-        request.app.state.signer,
+        app_services(request.app).database.sessionmaker,
+        app_services(request.app).signer,
         full=full,
         metadata=event_metadata(request, auditor),
     )

@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from ragledger.api.app_services import app_services
 from ragledger.api.deps import AuditorUser, SessionDep
 from ragledger.api.request_context import event_metadata
 from ragledger.services.audit.event_pages import clamp_size, page_events
@@ -70,7 +71,7 @@ async def ledger_page(
             order=order,
             size=size,
             cursor=cursor or None,
-            key=request.app.state.cursor_key,
+            key=app_services(request.app).cursor_key,
         )
     except DomainError as exc:
         return render(
@@ -117,7 +118,7 @@ async def event_page(
         order="oldest",
         size=1,
         cursor=None,
-        key=request.app.state.cursor_key,
+        key=app_services(request.app).cursor_key,
     )
     if not page.items:
         raise NotFoundError(f"no event at position {position}")

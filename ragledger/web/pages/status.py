@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from ragledger.api.app_services import app_services
 from ragledger.api.deps import AdminUser, SessionDep, SettingsDep
 from ragledger.events import store
 from ragledger.projections.registry import all_subscribers
@@ -24,7 +25,7 @@ async def status_page(
     statuses = await subscriber_statuses(session, all_subscribers(settings))
     # Every stored digest is compared: one that disagrees with the ledger is proof of a
     # rewrite, and then no digest is shown as trusted.
-    digests = await check_stored_digests(session, request.app.state.signer)
+    digests = await check_stored_digests(session, app_services(request.app).signer)
     mismatch = digests.first_mismatch
     digest = None if mismatch is not None else digests.newest_matching
     return render(

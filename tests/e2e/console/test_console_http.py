@@ -6,6 +6,7 @@ test_console_browser.py.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import httpx
@@ -82,9 +83,11 @@ async def test_sign_in_sets_a_strict_http_only_cookie_holding_an_api_token(
 
 
 async def test_sign_in_over_https_from_a_trusted_proxy_sets_secure(client, accounts, app) -> None:
+    from ragledger.api.app_services import app_services, install_app_services
     from ragledger.api.client_address import TrustedProxies
 
-    app.state.trusted_proxies = TrustedProxies.parse(["203.0.113.0/24"])
+    proxies = TrustedProxies.parse(["203.0.113.0/24"])
+    install_app_services(app, dataclasses.replace(app_services(app), trusted_proxies=proxies))
     response = await client.post(
         "/sign-in",
         data={"email": accounts["employee"].email, "password": PASSWORD},

@@ -143,14 +143,15 @@ async def test_forward_passes_run_off_the_event_loop(
 
 async def test_the_model_is_loaded_once_per_process(embedder: LocalEmbedder) -> None:
     await embedder.embed([QUESTION])
-    model = embedder._model
+    model = embedder.model
+    assert model is not None
     info = embedder.info
 
     same = get_embedder(_local_settings(embedding_batch_size=8))
     await same.embed([PARAPHRASE])
 
     assert same is embedder
-    assert embedder._model is model
+    assert embedder.model is model
     assert same.info == info
     assert info.name == "sentence-transformers/all-MiniLM-L6-v2"
     assert info.dimensions == 384
