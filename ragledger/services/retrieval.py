@@ -217,7 +217,7 @@ class Candidates:
 UNFILTERED_DEPTH = 3
 
 
-def _candidates_sql(
+def candidates_sql(
     reader: Reader, document_ids: Sequence[uuid.UUID] | None
 ) -> tuple[str, dict[str, object]]:
     """One statement for both retrievers and the access filter's count.
@@ -321,7 +321,7 @@ async def search_candidates(
     """
     if depth is None:
         depth = limit if reader.sees_everything else UNFILTERED_DEPTH * limit
-    sql, params = _candidates_sql(reader, document_ids)
+    sql, params = candidates_sql(reader, document_ids)
     rows = await session.execute(
         text(sql),
         {

@@ -103,6 +103,11 @@ class WindowVectors:
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
+    def __len__(self) -> int:
+        """How many window vectors are cached."""
+        with self._lock:
+            return len(self._vectors)
+
     @staticmethod
     def _key(model: str, text: str) -> str:
         return hashlib.sha256(f"{model}\0{text}".encode()).hexdigest()

@@ -148,7 +148,7 @@ def _skipped_chunk_scans(plan: str) -> int:
 
 
 async def _plan(session, reader: Reader, document_ids, vector, query: str, depth: int) -> str:
-    sql, params = retrieval._candidates_sql(reader, document_ids)
+    sql, params = retrieval.candidates_sql(reader, document_ids)
     bound = {
         "q": retrieval.vector_literal(vector),
         "query": query,

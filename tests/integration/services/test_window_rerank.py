@@ -42,5 +42,5 @@ async def test_window_vectors_are_embedded_once(settings) -> None:
     assert np.array_equal(again[0], first[1])
     # Past its capacity the least recently used vector is dropped.
     await cache.vectors(embedder, ["three window"])
-    assert len(cache._vectors) == 2
+    assert len(cache) == 2
     assert (await cache.vectors(embedder, [])).shape == (0, 0)
