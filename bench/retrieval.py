@@ -91,10 +91,9 @@ from ragledger.core.logging import configure_logging
 from ragledger.core.migrations import upgrade_to_head
 from ragledger.core.settings import Settings
 from ragledger.services.documents import Reader
-from ragledger.services.retrieval import (
-    RetrievalParams,
+from ragledger.services.retrieval import RetrievalParams, retrieve
+from ragledger.services.search_candidates import (
     configure_hnsw,
-    retrieve,
     search_candidates,
     text_candidates,
     vector_candidates,

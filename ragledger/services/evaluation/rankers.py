@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ragledger.services.documents import Reader
 from ragledger.services.embedding import Embedder
-from ragledger.services.retrieval import RetrievalParams, retrieve, text_candidates
+from ragledger.services.retrieval import RetrievalParams, retrieve
+from ragledger.services.search_candidates import text_candidates
 
 _READABLE = "(c.access_groups = '{}' OR c.access_groups && CAST(:groups AS text[]))"
 

@@ -18,14 +18,15 @@ import pytest
 from sqlalchemy import text
 
 from ragledger.models.documents import EMBEDDING_DIMENSIONS, ChunkRow, DocumentAccessRow
-from ragledger.services import retrieval
 from ragledger.services.documents import Reader
-from ragledger.services.retrieval import (
-    RetrievalParams,
+from ragledger.services.retrieval import RetrievalParams
+from ragledger.services.search_candidates import (
+    candidates_sql,
     configure_hnsw,
     search_candidates,
     text_candidates,
     vector_candidates,
+    vector_literal,
 )
 
 LIMIT = 8
@@ -148,9 +149,9 @@ def _skipped_chunk_scans(plan: str) -> int:
 
 
 async def _plan(session, reader: Reader, document_ids, vector, query: str, depth: int) -> str:
-    sql, params = retrieval.candidates_sql(reader, document_ids)
+    sql, params = candidates_sql(reader, document_ids)
     bound = {
-        "q": retrieval.vector_literal(vector),
+        "q": vector_literal(vector),
         "query": query,
         "limit": LIMIT,
         "depth": depth,
