@@ -53,15 +53,15 @@ async def record_answer_view(
     answer_id: uuid.UUID,
     metadata: EventMetadata,
     asked_by: uuid.UUID | None = None,
-) -> bool:
-    """Record that `reader_id` read the answer `answer_id`; True when it was recorded.
+) -> None:
+    """Record that `reader_id` read the answer `answer_id` (not the asker's own read).
 
     With `asked_by` (the answers route, the console's answer page) an asker reading
     their own answer is no audit read and nothing is recorded; without it (the audit
     story) every read is. Call it last, as `record_view`.
     """
     if asked_by is not None and asked_by == reader_id:
-        return False
+        return
     await record_view(
         session,
         auditor_id=reader_id,
@@ -71,4 +71,3 @@ async def record_answer_view(
         target_id=str(answer_id),
         metadata=metadata,
     )
-    return True

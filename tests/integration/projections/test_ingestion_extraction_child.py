@@ -9,11 +9,10 @@ from pathlib import Path
 
 from ragledger.events import store
 from ragledger.events.documents import document_stream
-from ragledger.events.envelope import EventMetadata
 from ragledger.projections.ingestion import IngestionReactor
 from ragledger.projections.runner import RunnerConfig, SubscriberRunner, run_until_caught_up
-from ragledger.services.documents import upload
 from ragledger.services.extraction.worker import CHILD_MODULE
+from tests.integration.projections.uploads import upload_for_hr
 
 FAST = RunnerConfig(batch_size=7, poll_interval_s=0.2, standby_retry_s=0.1)
 
@@ -33,21 +32,6 @@ def extraction_children() -> list[int]:
         if parent == os.getpid() and CHILD_MODULE.encode() in cmdline:
             found.append(int(entry.name))
     return found
-
-
-async def _upload(db, content: bytes, name: str) -> uuid.UUID:
-    async with db.sessionmaker() as session, session.begin():
-        accepted = await upload(
-            session,
-            content=content,
-            filename=name,
-            title=None,
-            access_groups=["hr"],
-            max_bytes=10_000_000,
-            actor_id=None,
-            metadata=EventMetadata(actor_id="test", actor_role="admin"),
-        )
-    return accepted.document_id
 
 
 async def _indexed(db, document_id: uuid.UUID, within_s: float = 300.0) -> None:
@@ -80,11 +64,13 @@ async def test_one_child_extracts_the_uploads_and_ends_when_the_runner_stops(
     runner = SubscriberRunner(db.engine, [reactor], FAST)
     task = asyncio.create_task(runner.run())
     try:
-        await _indexed(db, await _upload(db, b"# Leave\n\nAnnual leave is 30 days.\n", "a.md"))
+        await _indexed(
+            db, await upload_for_hr(db, b"# Leave\n\nAnnual leave is 30 days.\n", "a.md")
+        )
         child = reactor.extraction.pid
         assert child is not None
         assert extraction_children() == [child]
-        await _indexed(db, await _upload(db, b"# Travel\n\nTrips go economy.\n", "b.md"))
+        await _indexed(db, await upload_for_hr(db, b"# Travel\n\nTrips go economy.\n", "b.md"))
         assert reactor.extraction.pid == child
     finally:
         runner.stop()
@@ -97,7 +83,7 @@ async def test_catching_up_once_leaves_no_extraction_child(
     db, settings, fake_openai, monkeypatch
 ) -> None:
     settings = _fake_embeddings(settings, fake_openai, monkeypatch)
-    document_id = await _upload(db, b"# Leave\n\nAnnual leave is 30 days.\n", "a.md")
+    document_id = await upload_for_hr(db, b"# Leave\n\nAnnual leave is 30 days.\n", "a.md")
     reactor = IngestionReactor(settings)
     assert await run_until_caught_up(db.engine, reactor)
     await _indexed(db, document_id, within_s=0)

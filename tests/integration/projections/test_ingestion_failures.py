@@ -7,11 +7,10 @@ import uuid
 
 from ragledger.events import store
 from ragledger.events.documents import document_stream
-from ragledger.events.envelope import EventMetadata
 from ragledger.models.ledger import SubscriberCheckpoint
 from ragledger.projections.ingestion import IngestionReactor
 from ragledger.projections.runner import RunnerConfig, SubscriberRunner, run_until_caught_up
-from ragledger.services.documents import upload
+from tests.integration.projections.uploads import upload_for_hr
 
 FAST = RunnerConfig(
     batch_size=7,
@@ -20,21 +19,6 @@ FAST = RunnerConfig(
     backoff_max_s=0.2,
     standby_retry_s=0.1,
 )
-
-
-async def _upload(db, content: bytes, name: str) -> uuid.UUID:
-    async with db.sessionmaker() as session, session.begin():
-        accepted = await upload(
-            session,
-            content=content,
-            filename=name,
-            title=None,
-            access_groups=["hr"],
-            max_bytes=10_000_000,
-            actor_id=None,
-            metadata=EventMetadata(actor_id="test", actor_role="admin"),
-        )
-    return accepted.document_id
 
 
 async def _types(db, document_id: uuid.UUID) -> list[str]:
@@ -66,8 +50,10 @@ async def test_a_poisoned_upload_is_given_up_after_bounded_attempts(
     # The embedding model fails every request: the platform's fault, retried, but not
     # forever.
     fake_openai.embeddings.error_status = 400
-    first = await _upload(db, b"# Leave\n\nAnnual leave is thirty days a year.\n", "leave.md")
-    second = await _upload(db, b"# Travel\n\nTrips are booked in economy class.\n", "travel.md")
+    first = await upload_for_hr(db, b"# Leave\n\nAnnual leave is thirty days a year.\n", "leave.md")
+    second = await upload_for_hr(
+        db, b"# Travel\n\nTrips are booked in economy class.\n", "travel.md"
+    )
     runner = SubscriberRunner(db.engine, [IngestionReactor(settings)], FAST)
     task = asyncio.create_task(runner.run())
     try:
@@ -103,7 +89,7 @@ async def test_a_poisoned_upload_is_given_up_after_bounded_attempts(
 async def test_an_upload_past_the_extraction_time_limit_fails_and_names_it(db, settings) -> None:
     """The child is killed at the limit and the upload fails naming it."""
     slow = settings.model_copy(update={"extraction_timeout_s": 0.01})
-    document_id = await _upload(db, b"# Leave\n\nAnnual leave is thirty days.\n", "leave.md")
+    document_id = await upload_for_hr(db, b"# Leave\n\nAnnual leave is thirty days.\n", "leave.md")
     assert await run_until_caught_up(db.engine, IngestionReactor(slow))
     async with db.sessionmaker() as session:
         events = await store.read_stream(session, document_stream(document_id))
