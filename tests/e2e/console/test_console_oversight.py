@@ -3,6 +3,7 @@ verification; uploads to indexed (and a bad file's reason), accounts, anomalies.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -236,8 +237,15 @@ async def test_admin_uploads_a_new_version_and_retracts_a_document(
     await row.get_by_label("New version").set_input_files(str(revised))
     upload = page.locator("#uploads li").filter(has_text="leave-2027.md")
     await expect(upload).to_have_attribute("data-state", "ok", timeout=180_000)
-    await page.reload()
-    await expect(row.locator('td[data-label="Version"]')).to_have_text("2")
+    # "ok" is the upload's acceptance; the list shows the documents projection, which
+    # applies the new version a moment later: reload until it has (it raced in CI).
+    version = row.locator('td[data-label="Version"]')
+    for _ in range(60):
+        await page.reload()
+        if (await version.text_content() or "").strip() == "2":
+            break
+        await asyncio.sleep(0.5)
+    await expect(version).to_have_text("2")
     # Kept its groups (a new version sent without groups keeps them).
     await expect(row.locator('input[name="groups"]')).to_have_value(console.groups["hr"])
     await shots.take(page, "new_version")
